@@ -1,0 +1,542 @@
+//! Runs a decoded program: one kernel per instruction, view ops as layout changes.
+//!
+//! Storage is raw memory: borrowed input buffers, borrowed output buffers (a
+//! kernel whose value is a program output writes straight into it) and owned
+//! intermediates, freed as soon as their last reader has run.
+
+use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
+use crate::error::{ErrorKind, KernelError, Result};
+use crate::kernels::elementwise::{copy, map1, map2, map3, pad};
+use crate::kernels::index::{gather, scatter};
+use crate::kernels::reduce::{reduce, Fold};
+use crate::kernels::scan::scan;
+use crate::kernels::Src;
+use crate::layout::{numel, Layout};
+use crate::op::Op;
+use crate::pool::pool;
+use crate::program::{decode, Instr, Program};
+use crate::{with_any_dtype, with_bits_dtype, with_float_dtype, with_num_dtype};
+use std::alloc;
+use std::ptr::NonNull;
+
+/// Decodes `words` and runs the program on the Eclat thread pool. `inputs` are
+/// the buffers `load` instructions name; `outputs` receive the program's outputs
+/// (contiguous, row-major, exactly sized).
+pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
+    let program = decode(words)?;
+    pool().install(|| {
+        let slots = outputs.iter_mut().map(|o| (NonNull::new(o.as_mut_ptr()), o.len())).collect();
+        Executor::new(&program, inputs, slots).run()
+    })
+}
+
+/// Raw memory holding elements of one dtype.
+struct Storage {
+    ptr: NonNull<u8>,
+    /// Length in elements.
+    len: usize,
+    dtype: DType,
+    /// Intermediates own their memory (u64 words keep every dtype aligned).
+    owned: Option<OwnedWords>,
+    /// Live values viewing this storage.
+    refs: usize,
+}
+
+/// Zero-initialised u64 words allocated fallibly, so a huge tensor is an error, not an abort.
+struct OwnedWords {
+    ptr: NonNull<u64>,
+    words: usize,
+}
+
+impl OwnedWords {
+    fn zeroed(bytes: usize) -> Result<OwnedWords> {
+        let words = bytes.div_ceil(8).max(1);
+        let layout = alloc::Layout::array::<u64>(words)
+            .map_err(|_| KernelError::new(ErrorKind::Allocation, format!("cannot allocate {bytes} bytes")))?;
+        // SAFETY: `layout` has non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) } as *mut u64;
+        let ptr = NonNull::new(raw)
+            .ok_or_else(|| KernelError::new(ErrorKind::Allocation, format!("out of memory allocating {bytes} bytes")))?;
+        Ok(OwnedWords { ptr, words })
+    }
+}
+
+impl Drop for OwnedWords {
+    fn drop(&mut self) {
+        let layout = alloc::Layout::array::<u64>(self.words).expect("layout was valid at allocation");
+        // SAFETY: allocated in `zeroed` with this very layout and not freed since.
+        unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout) }
+    }
+}
+
+/// A value of the program: a view of a storage.
+#[derive(Clone)]
+struct Value {
+    storage: usize,
+    layout: Layout,
+    dtype: DType,
+}
+
+struct Executor<'p> {
+    program: &'p Program,
+    inputs: &'p [&'p [u8]],
+    /// Output buffers (pointer, byte length); `None` pointer for empty buffers.
+    slots: Vec<(Option<NonNull<u8>>, usize)>,
+    slot_of: Vec<Option<usize>>,
+    storages: Vec<Storage>,
+    values: Vec<Option<Value>>,
+    last_use: Vec<usize>,
+}
+
+fn shape_err(instr: &Instr, what: String) -> KernelError {
+    KernelError::new(ErrorKind::Shape, format!("{}: {what} (shape {:?})", instr.op.name(), instr.shape))
+}
+
+fn arg_usize(instr: &Instr, k: usize) -> Result<usize> {
+    let v = *instr
+        .args
+        .get(k)
+        .ok_or_else(|| KernelError::format(format!("{}: missing argument {k}", instr.op.name())))?;
+    if v < 0.0 || v.fract() != 0.0 {
+        return Err(KernelError::format(format!("{}: argument {k} = {v} is not a count", instr.op.name())));
+    }
+    Ok(v as usize)
+}
+
+impl<'p> Executor<'p> {
+    fn new(program: &'p Program, inputs: &'p [&'p [u8]], slots: Vec<(Option<NonNull<u8>>, usize)>) -> Self {
+        let n = program.instrs.len();
+        let mut slot_of = vec![None; n];
+        let mut last_use = vec![0usize; n];
+        for (i, instr) in program.instrs.iter().enumerate() {
+            last_use[i] = i;
+            for &s in &instr.srcs {
+                last_use[s] = i;
+            }
+        }
+        for &(v, slot) in &program.outputs {
+            slot_of[v] = Some(slot);
+            last_use[v] = usize::MAX;
+        }
+        Executor { program, inputs, slots, slot_of, storages: vec![], values: vec![None; n], last_use }
+    }
+
+    fn run(mut self) -> Result<()> {
+        for &(_, slot) in &self.program.outputs {
+            if slot >= self.slots.len() {
+                return Err(KernelError::format(format!("output slot {slot} of {}", self.slots.len())));
+            }
+        }
+        for i in 0..self.program.instrs.len() {
+            let value = self.step(i)?;
+            self.storages[value.storage].refs += 1;
+            self.values[i] = Some(value);
+            let instr = &self.program.instrs[i];
+            for (k, &s) in instr.srcs.iter().enumerate() {
+                if self.last_use[s] == i && !instr.srcs[..k].contains(&s) {
+                    self.release(s);
+                }
+            }
+            if self.last_use[i] == i {
+                self.release(i);
+            }
+        }
+        for &(v, slot) in &self.program.outputs {
+            self.write_output(v, slot)?;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, v: usize) {
+        if let Some(value) = self.values[v].take() {
+            let st = &mut self.storages[value.storage];
+            st.refs -= 1;
+            if st.refs == 0 {
+                st.owned = None;
+                st.len = 0;
+            }
+        }
+    }
+
+    fn value(&self, v: usize) -> &Value {
+        self.values[v].as_ref().expect("sources are live until their last use")
+    }
+
+    /// Typed view of value `v`, checked against its storage.
+    fn src<T: Elem>(&self, instr: &Instr, v: usize) -> Result<Src<'_, T>> {
+        let value = self.value(v);
+        if value.dtype != T::DTYPE {
+            return Err(KernelError::new(
+                ErrorKind::DType,
+                format!("{}: operand has dtype {}, expected {}", instr.op.name(), value.dtype.name(), T::DTYPE.name()),
+            ));
+        }
+        let st = &self.storages[value.storage];
+        debug_assert_eq!(st.dtype, value.dtype, "a value views storage of its own dtype");
+        let fits = value.layout.extent().is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
+        if !fits {
+            return Err(KernelError::format(format!("{}: view {:?} exceeds its storage", instr.op.name(), value.layout)));
+        }
+        // SAFETY: `st.ptr` points to `st.len` initialised, aligned elements of `T`
+        // (checked dtype), alive while the value is; kernels only read through it.
+        let data = unsafe { std::slice::from_raw_parts(st.ptr.as_ptr() as *const T, st.len) };
+        Ok(Src { data, layout: &value.layout })
+    }
+
+    /// Makes storage for the contiguous result of instruction `i` and returns it
+    /// with a mutable slice. A program output is written in place into its slot.
+    fn alloc<'a, T: Elem>(&mut self, i: usize) -> Result<(Value, &'a mut [T])> {
+        let instr = &self.program.instrs[i];
+        let n = numel(&instr.shape);
+        let bytes = n
+            .checked_mul(T::DTYPE.size())
+            .ok_or_else(|| KernelError::new(ErrorKind::Allocation, format!("{}: tensor too large", instr.op.name())))?;
+        let slot = self.slot_of[i].filter(|&s| self.slots[s].1 == bytes);
+        let (ptr, owned) = match slot {
+            Some(s) => {
+                self.slot_of[i] = None;
+                (self.slots[s].0.unwrap_or(NonNull::<u64>::dangling().cast()), None)
+            }
+            None => {
+                let words = OwnedWords::zeroed(bytes)?;
+                (words.ptr.cast(), Some(words))
+            }
+        };
+        if ptr.as_ptr() as usize % T::DTYPE.size().min(8) != 0 {
+            return Err(KernelError::format(format!("{}: output buffer is misaligned", instr.op.name())));
+        }
+        let storage = self.storages.len();
+        self.storages.push(Storage { ptr, len: n, dtype: T::DTYPE, owned, refs: 0 });
+        if let Some(s) = slot {
+            self.slots[s].0 = None; // claimed: the final copy below skips it
+            self.slots[s].1 = usize::MAX;
+        }
+        // SAFETY: the storage is fresh memory (or an output buffer no value has
+        // used yet) of `n` aligned elements; nothing else reads or writes it until
+        // the kernel returns, and it outlives this instruction.
+        let out = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr() as *mut T, n) };
+        Ok((Value { storage, layout: Layout::contiguous(&instr.shape), dtype: T::DTYPE }, out))
+    }
+
+    fn view(&self, src: usize, layout: Layout) -> Value {
+        let value = self.value(src);
+        Value { storage: value.storage, layout, dtype: value.dtype }
+    }
+
+    fn write_output(&mut self, v: usize, slot: usize) -> Result<()> {
+        let (ptr, bytes) = self.slots[slot];
+        if bytes == usize::MAX {
+            return Ok(()); // the kernel wrote it in place
+        }
+        let value = self.value(v).clone();
+        let n = value.layout.numel();
+        if bytes != n * value.dtype.size() {
+            return Err(KernelError::format(format!("output slot {slot} has {bytes} bytes for {n} elements")));
+        }
+        let ptr = ptr.unwrap_or(NonNull::<u64>::dangling().cast());
+        let instr = &self.program.instrs[v];
+        with_any_dtype!(value.dtype, T => {
+            let src = self.src::<T>(instr, v)?;
+            // SAFETY: the slot is a distinct JS buffer of exactly `n` elements that
+            // no storage aliases (it was never claimed by a kernel).
+            let out = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr() as *mut T, n) };
+            copy(out, src);
+        });
+        Ok(())
+    }
+
+    fn load(&mut self, instr: &Instr) -> Result<Value> {
+        let k = arg_usize(instr, 0)?;
+        let bytes = *self.inputs.get(k).ok_or_else(|| KernelError::format(format!("load: no input {k}")))?;
+        let n = numel(&instr.shape);
+        let size = instr.dtype.size();
+        if bytes.len() != n * size {
+            return Err(KernelError::new(
+                ErrorKind::Shape,
+                format!("load: input {k} has {} bytes, shape {:?} of {} needs {}", bytes.len(), instr.shape, instr.dtype.name(), n * size),
+            ));
+        }
+        let ptr = if n == 0 { NonNull::<u64>::dangling().cast() } else { NonNull::from(bytes).cast::<u8>() };
+        if ptr.as_ptr() as usize % size.min(8) != 0 {
+            return Err(KernelError::format(format!("load: input {k} is misaligned for {}", instr.dtype.name())));
+        }
+        let storage = self.storages.len();
+        self.storages.push(Storage { ptr, len: n, dtype: instr.dtype, owned: None, refs: 0 });
+        Ok(Value { storage, layout: Layout::contiguous(&instr.shape), dtype: instr.dtype })
+    }
+
+    fn step(&mut self, i: usize) -> Result<Value> {
+        let instr = &self.program.instrs[i];
+        let name = instr.op.name();
+        let dt = instr.dtype;
+        let shape = &instr.shape;
+        let s = &instr.srcs;
+        let nsrc = match instr.op {
+            Op::Load => 0,
+            Op::Where | Op::ScatterAdd | Op::ScatterMax => 3,
+            Op::Add | Op::Mul | Op::Maximum | Op::Minimum | Op::Lt | Op::Eq => 2,
+            Op::BitwiseAnd | Op::BitwiseOr | Op::BitwiseXor | Op::Gather => 2,
+            _ => 1,
+        };
+        if s.len() != nsrc {
+            return Err(KernelError::format(format!("{name}: {} sources, expected {nsrc}", s.len())));
+        }
+        for &v in s {
+            let src_shape = &self.value(v).layout.shape;
+            let elementwise = !matches!(
+                instr.op,
+                Op::Sum | Op::Max | Op::Min | Op::Prod | Op::Reshape | Op::Permute | Op::Expand | Op::Slice | Op::Pad
+                    | Op::Gather | Op::ScatterAdd | Op::ScatterMax
+            );
+            if elementwise && src_shape != shape {
+                return Err(shape_err(instr, format!("operand of shape {src_shape:?}")));
+            }
+        }
+        macro_rules! unary {
+            ($with:ident, $T:ident, $f:expr) => {{
+                $with!(dt, name, $T => {
+                    let (v, out) = self.alloc::<$T>(i)?;
+                    map1(out, shape, self.src::<$T>(instr, s[0])?, $f);
+                    v
+                })
+            }};
+        }
+        macro_rules! binary {
+            ($with:ident, $T:ident, $U:ty, $f:expr) => {{
+                let src_dt = self.value(s[0]).dtype;
+                $with!(src_dt, name, $T => {
+                    let (v, out) = self.alloc::<$U>(i)?;
+                    map2(out, shape, self.src::<$T>(instr, s[0])?, self.src::<$T>(instr, s[1])?, $f);
+                    v
+                })
+            }};
+        }
+        macro_rules! with_any {
+            ($dt:expr, $name:expr, $T:ident => $body:expr) => {
+                with_any_dtype!($dt, $T => $body)
+            };
+        }
+        Ok(match instr.op {
+            Op::Load => self.load(instr)?,
+            Op::Neg => unary!(with_num_dtype, T, |x: T| x.neg()),
+            Op::Recip => unary!(with_float_dtype, T, |x: T| x.recip()),
+            Op::Sqrt => unary!(with_float_dtype, T, |x: T| x.sqrt()),
+            Op::Exp2 => unary!(with_float_dtype, T, |x: T| x.exp2()),
+            Op::Log2 => unary!(with_float_dtype, T, |x: T| x.log2()),
+            Op::Sin => unary!(with_float_dtype, T, |x: T| x.sin()),
+            Op::BitwiseNot => unary!(with_bits_dtype, T, |x: T| x.not()),
+            Op::Cast => {
+                let from = self.value(s[0]).dtype;
+                with_any_dtype!(from, S => with_any_dtype!(dt, D => {
+                    let (v, out) = self.alloc::<D>(i)?;
+                    map1(out, shape, self.src::<S>(instr, s[0])?, |x: S| D::from_f64(x.to_f64()));
+                    v
+                }))
+            }
+            Op::Add => binary!(with_num_dtype, T, T, |a: T, b: T| a.add(b)),
+            Op::Mul => binary!(with_num_dtype, T, T, |a: T, b: T| a.mul(b)),
+            Op::Maximum => binary!(with_any, T, T, max_nan::<T>),
+            Op::Minimum => binary!(with_any, T, T, min_nan::<T>),
+            Op::Lt => binary!(with_any, T, u8, |a: T, b: T| (a < b) as u8),
+            Op::Eq => binary!(with_any, T, u8, |a: T, b: T| (a == b) as u8),
+            Op::BitwiseAnd => binary!(with_bits_dtype, T, T, |a: T, b: T| a.and(b)),
+            Op::BitwiseOr => binary!(with_bits_dtype, T, T, |a: T, b: T| a.or(b)),
+            Op::BitwiseXor => binary!(with_bits_dtype, T, T, |a: T, b: T| a.xor(b)),
+            Op::Where => with_any_dtype!(dt, T => {
+                let (v, out) = self.alloc::<T>(i)?;
+                let cond = self.src::<u8>(instr, s[0])?;
+                map3(out, shape, cond, self.src::<T>(instr, s[1])?, self.src::<T>(instr, s[2])?, |c, a, b| if c != 0 { a } else { b });
+                v
+            }),
+            Op::Sum | Op::Prod | Op::Max | Op::Min => self.reduce(i)?,
+            Op::Cumsum | Op::Cumprod | Op::Cummax => self.scan(i)?,
+            Op::Reshape => {
+                let src = self.value(s[0]);
+                if numel(&src.layout.shape) != numel(shape) {
+                    return Err(shape_err(instr, format!("cannot reshape {:?}", src.layout.shape)));
+                }
+                match src.layout.reshape(shape) {
+                    Some(layout) => self.view(s[0], layout),
+                    None => with_any_dtype!(dt, T => {
+                        let (v, out) = self.alloc::<T>(i)?;
+                        copy(out, self.src::<T>(instr, s[0])?);
+                        v
+                    }),
+                }
+            }
+            Op::Permute => {
+                let order = (0..shape.len()).map(|k| arg_usize(instr, k)).collect::<Result<Vec<_>>>()?;
+                let src = &self.value(s[0]).layout;
+                let mut seen = vec![false; order.len()];
+                if order.len() != src.shape.len() || order.iter().any(|&d| d >= seen.len() || std::mem::replace(&mut seen[d], true)) {
+                    return Err(shape_err(instr, format!("order {order:?} is not a permutation")));
+                }
+                self.view(s[0], src.permute(&order))
+            }
+            Op::Expand => {
+                let src = &self.value(s[0]).layout;
+                let lead = shape.len().checked_sub(src.shape.len()).ok_or_else(|| shape_err(instr, "too few axes".into()))?;
+                if src.shape.iter().enumerate().any(|(d, &n)| n != 1 && n != shape[d + lead]) {
+                    return Err(shape_err(instr, format!("cannot expand {:?}", src.shape)));
+                }
+                self.view(s[0], src.expand(shape))
+            }
+            Op::Slice => {
+                let nd = shape.len();
+                let starts = (0..nd).map(|d| arg_usize(instr, 2 * d)).collect::<Result<Vec<_>>>()?;
+                let steps = (0..nd).map(|d| arg_usize(instr, 2 * d + 1)).collect::<Result<Vec<_>>>()?;
+                let src = &self.value(s[0]).layout;
+                let fits = src.shape.len() == nd
+                    && (0..nd).all(|d| shape[d] == 0 || (steps[d] >= 1 && starts[d] + (shape[d] - 1) * steps[d] < src.shape[d]));
+                if !fits {
+                    return Err(shape_err(instr, format!("slice of {:?} out of range", src.shape)));
+                }
+                self.view(s[0], src.slice(&starts, &steps, shape))
+            }
+            Op::Pad => {
+                let nd = shape.len();
+                let value = *instr.args.first().ok_or_else(|| KernelError::format("pad: missing value"))?;
+                let before = (0..nd).map(|d| arg_usize(instr, 1 + d)).collect::<Result<Vec<_>>>()?;
+                let src_shape = self.value(s[0]).layout.shape.clone();
+                if src_shape.len() != nd || (0..nd).any(|d| before[d] + src_shape[d] > shape[d]) {
+                    return Err(shape_err(instr, format!("padding {src_shape:?} out of range")));
+                }
+                with_any_dtype!(dt, T => {
+                    let (v, out) = self.alloc::<T>(i)?;
+                    pad(out, shape, self.src::<T>(instr, s[0])?, &before, T::from_f64(value));
+                    v
+                })
+            }
+            Op::Gather => {
+                let axis = arg_usize(instr, 0)?;
+                let (src, idx) = (&self.value(s[0]).layout, &self.value(s[1]).layout);
+                let ok = axis < src.shape.len()
+                    && idx.shape == *shape
+                    && src.shape.len() == idx.shape.len()
+                    && (0..shape.len()).all(|d| d == axis || idx.shape[d] <= src.shape[d]);
+                if !ok {
+                    return Err(shape_err(instr, format!("index {:?} does not fit source {:?} on axis {axis}", idx.shape, src.shape)));
+                }
+                with_any_dtype!(dt, T => {
+                    let (v, out) = self.alloc::<T>(i)?;
+                    gather(out, self.src::<T>(instr, s[0])?, axis, self.src::<i32>(instr, s[1])?)?;
+                    v
+                })
+            }
+            Op::ScatterAdd | Op::ScatterMax => {
+                let axis = arg_usize(instr, 0)?;
+                let (tgt, idx, src) = (&self.value(s[0]).layout, &self.value(s[1]).layout, &self.value(s[2]).layout);
+                let nd = shape.len();
+                let ok = axis < nd
+                    && tgt.shape == *shape
+                    && idx.shape.len() == nd
+                    && src.shape.len() == nd
+                    && (0..nd).all(|d| idx.shape[d] <= src.shape[d] && (d == axis || idx.shape[d] <= shape[d]));
+                if !ok {
+                    return Err(shape_err(
+                        instr,
+                        format!("index {:?} does not fit target {:?} and source {:?} on axis {axis}", idx.shape, tgt.shape, src.shape),
+                    ));
+                }
+                // The index walks only its own extent of the source.
+                let idx_shape = idx.shape.clone();
+                let mut src_view = self.value(s[2]).layout.clone();
+                src_view.shape = idx_shape;
+                if instr.op == Op::ScatterAdd {
+                    with_num_dtype!(dt, name, T => {
+                        let (v, out) = self.alloc::<T>(i)?;
+                        copy(out, self.src::<T>(instr, s[0])?);
+                        let data = self.src::<T>(instr, s[2])?.data;
+                        scatter(name, out, shape, axis, self.src::<i32>(instr, s[1])?, Src { data, layout: &src_view }, |a: T, b: T| a.add(b))?;
+                        v
+                    })
+                } else {
+                    with_any_dtype!(dt, T => {
+                        let (v, out) = self.alloc::<T>(i)?;
+                        copy(out, self.src::<T>(instr, s[0])?);
+                        let data = self.src::<T>(instr, s[2])?.data;
+                        scatter(name, out, shape, axis, self.src::<i32>(instr, s[1])?, Src { data, layout: &src_view }, max_nan::<T>)?;
+                        v
+                    })
+                }
+            }
+        })
+    }
+
+    fn axes(instr: &Instr, nd: usize) -> Result<Vec<usize>> {
+        let n = arg_usize(instr, 0)?;
+        let axes = (0..n).map(|k| arg_usize(instr, 1 + k)).collect::<Result<Vec<_>>>()?;
+        if axes.iter().any(|&a| a >= nd) {
+            return Err(shape_err(instr, format!("axes {axes:?} out of range for {nd} dimensions")));
+        }
+        Ok(axes)
+    }
+
+    fn reduce(&mut self, i: usize) -> Result<Value> {
+        let instr = &self.program.instrs[i];
+        let name = instr.op.name();
+        let src_shape = self.value(instr.srcs[0]).layout.shape.clone();
+        let axes = Self::axes(instr, src_shape.len())?;
+        let expect: Vec<usize> = (0..src_shape.len()).map(|d| if axes.contains(&d) { 1 } else { src_shape[d] }).collect();
+        if expect != instr.shape || (matches!(instr.op, Op::Max | Op::Min) && numel(&src_shape) == 0 && numel(&expect) > 0) {
+            return Err(shape_err(instr, format!("cannot reduce {src_shape:?} over {axes:?}")));
+        }
+        macro_rules! run {
+            ($T:ident, $fold:expr) => {{
+                let (v, out) = self.alloc::<$T>(i)?;
+                reduce(out, self.src::<$T>(instr, instr.srcs[0])?, &axes, &$fold);
+                v
+            }};
+        }
+        Ok(match instr.op {
+            Op::Sum => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
+                init: T::ZERO.acc(), step: |a, x| T::acc_add(a, x.acc()), merge: T::acc_add, finish: T::from_acc,
+            })),
+            Op::Prod => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
+                init: T::ONE.acc(), step: |a, x| T::acc_mul(a, x.acc()), merge: T::acc_mul, finish: T::from_acc,
+            })),
+            Op::Max => with_any_dtype!(instr.dtype, T => run!(T, Fold::<T, Option<T>> {
+                init: None, step: |a, x| Some(a.map_or(x, |a| max_nan(a, x))),
+                merge: |a, b| match (a, b) { (Some(a), Some(b)) => Some(max_nan(a, b)), (a, None) => a, (None, b) => b },
+                finish: |a| a.unwrap_or_default(),
+            })),
+            Op::Min => with_any_dtype!(instr.dtype, T => run!(T, Fold::<T, Option<T>> {
+                init: None, step: |a, x| Some(a.map_or(x, |a| min_nan(a, x))),
+                merge: |a, b| match (a, b) { (Some(a), Some(b)) => Some(min_nan(a, b)), (a, None) => a, (None, b) => b },
+                finish: |a| a.unwrap_or_default(),
+            })),
+            _ => unreachable!("reduce called for {name}"),
+        })
+    }
+
+    fn scan(&mut self, i: usize) -> Result<Value> {
+        let instr = &self.program.instrs[i];
+        let name = instr.op.name();
+        let axis = arg_usize(instr, 0)?;
+        let reverse = arg_usize(instr, 1)? != 0;
+        if axis >= instr.shape.len() {
+            return Err(shape_err(instr, format!("axis {axis} out of range")));
+        }
+        macro_rules! run {
+            ($T:ident, $fold:expr) => {{
+                let (v, out) = self.alloc::<$T>(i)?;
+                scan(out, self.src::<$T>(instr, instr.srcs[0])?, axis, reverse, &$fold);
+                v
+            }};
+        }
+        Ok(match instr.op {
+            Op::Cumsum => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
+                init: T::ZERO.acc(), step: |a, x| T::acc_add(a, x.acc()), merge: T::acc_add, finish: T::from_acc,
+            })),
+            Op::Cumprod => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
+                init: T::ONE.acc(), step: |a, x| T::acc_mul(a, x.acc()), merge: T::acc_mul, finish: T::from_acc,
+            })),
+            Op::Cummax => with_any_dtype!(instr.dtype, T => run!(T, Fold::<T, Option<T>> {
+                init: None, step: |a, x| Some(a.map_or(x, |a| max_nan(a, x))),
+                merge: |a, b| match (a, b) { (Some(a), Some(b)) => Some(max_nan(a, b)), (a, None) => a, (None, b) => b },
+                finish: |a| a.unwrap_or_default(),
+            })),
+            _ => unreachable!("scan called for {name}"),
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! Reductions over a set of axes. The output keeps reduced axes as size 1.
+//!
+//! Each output element folds its inputs in fixed blocks of [`BLOCK`] positions and
+//! merges the block results in order, so the result does not depend on the
+//! thread count: threads split the outputs, or the blocks of one long row.
+
+use super::Src;
+use crate::layout::{collapse, for_each_run, numel, Layout};
+use crate::pool::{num_threads, PARALLEL_THRESHOLD};
+use rayon::prelude::*;
+
+/// Positions folded serially before merging; fixed so results are reproducible.
+pub const BLOCK: usize = 1 << 15;
+
+/// How to fold values of type `T` into an accumulator `A`.
+pub struct Fold<T, A> {
+    pub init: A,
+    pub step: fn(A, T) -> A,
+    pub merge: fn(A, A) -> A,
+    pub finish: fn(A) -> T,
+}
+
+/// Reduces `src` over `axes`, writing one value per output position.
+pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: Src<T>, axes: &[usize], fold: &Fold<T, A>) {
+    let nd = src.layout.shape.len();
+    let keep: Vec<usize> = (0..nd).filter(|d| !axes.contains(d)).collect();
+    let order: Vec<usize> = keep.iter().chain(axes.iter()).copied().collect();
+    let perm: Layout = src.layout.permute(&order);
+    let (outer_shape, inner_shape) = perm.shape.split_at(keep.len());
+    let (outer_strides, inner_strides) = perm.strides.split_at(keep.len());
+    let m = numel(inner_shape);
+    let (ishape, [istr]) = collapse(inner_shape, [inner_strides]);
+    let (oshape, [ostr]) = collapse(outer_shape, [outer_strides]);
+    let inner_step = *istr.last().unwrap();
+    let istrides = [istr];
+
+    // Folds positions `start..end` of one output's inner block, starting at `base`.
+    let fold_range = |base: isize, start: usize, end: usize| -> A {
+        let mut acc = fold.init;
+        for_each_run(&ishape, &istrides, [base], start, end, |[o], _, len| {
+            if inner_step == 1 {
+                let o = o as usize;
+                acc = src.data[o..o + len].iter().fold(acc, |acc, &x| (fold.step)(acc, x));
+            } else {
+                for i in 0..len as isize {
+                    acc = (fold.step)(acc, src.data[(o + i * inner_step) as usize]);
+                }
+            }
+        });
+        acc
+    };
+    let fold_row_serial = |base: isize| -> T {
+        let mut acc = fold.init;
+        let mut start = 0;
+        while start < m {
+            let end = (start + BLOCK).min(m);
+            acc = (fold.merge)(acc, fold_range(base, start, end));
+            start = end;
+        }
+        (fold.finish)(acc)
+    };
+
+    let n_out = out.len();
+    let ostrides = [ostr];
+    if n_out < num_threads() && m >= 2 * PARALLEL_THRESHOLD {
+        // Few long rows: split each row's blocks across threads, merge in order.
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut base = 0;
+            for_each_run(&oshape, &ostrides, [src.layout.offset], i, i + 1, |[b], _, _| base = b);
+            let partials: Vec<A> = (0..m.div_ceil(BLOCK))
+                .into_par_iter()
+                .map(|b| fold_range(base, b * BLOCK, ((b + 1) * BLOCK).min(m)))
+                .collect();
+            *o = (fold.finish)(partials.into_iter().fold(fold.init, fold.merge));
+        }
+        return;
+    }
+    let outer_step = *ostrides[0].last().unwrap();
+    // Parallel over outputs, with chunks sized by the work (outputs times row length).
+    let rows_per_chunk = (PARALLEL_THRESHOLD / m.max(1)).max(1);
+    if n_out <= rows_per_chunk || n_out * m < PARALLEL_THRESHOLD {
+        for_each_run(&oshape, &ostrides, [src.layout.offset], 0, n_out, |[b], pos, len| {
+            for i in 0..len {
+                out[pos + i] = fold_row_serial(b + i as isize * outer_step);
+            }
+        });
+    } else {
+        let chunk = rows_per_chunk.max(n_out.div_ceil(num_threads() * 4));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, rows)| {
+            let start = c * chunk;
+            for_each_run(&oshape, &ostrides, [src.layout.offset], start, start + rows.len(), |[b], pos, len| {
+                for i in 0..len {
+                    rows[pos - start + i] = fold_row_serial(b + i as isize * outer_step);
+                }
+            });
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum_f32() -> Fold<f32, f64> {
+        Fold { init: 0.0, step: |a, x| a + x as f64, merge: |a, b| a + b, finish: |a| a as f32 }
+    }
+
+    #[test]
+    fn sums_each_axis() {
+        let data: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        let l = Layout::contiguous(&[2, 3]);
+        let src = Src { data: &data, layout: &l };
+        let mut rows = vec![0f32; 2];
+        reduce(&mut rows, src, &[1], &sum_f32());
+        assert_eq!(rows, vec![3.0, 12.0]);
+        let mut cols = vec![0f32; 3];
+        reduce(&mut cols, src, &[0], &sum_f32());
+        assert_eq!(cols, vec![3.0, 5.0, 7.0]);
+        let mut all = vec![0f32; 1];
+        reduce(&mut all, src, &[0, 1], &sum_f32());
+        assert_eq!(all, vec![15.0]);
+    }
+
+    #[test]
+    fn long_rows_and_many_rows_agree_with_serial_sum() {
+        for shape in [[1usize, 200_003], [3, 70_001], [40_000, 3]] {
+            let n = shape[0] * shape[1];
+            let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 7.0).collect();
+            let l = Layout::contiguous(&shape);
+            let mut out = vec![0f32; shape[0]];
+            reduce(&mut out, Src { data: &data, layout: &l }, &[1], &sum_f32());
+            for r in 0..shape[0] {
+                let exact: f64 = data[r * shape[1]..(r + 1) * shape[1]].iter().map(|&x| x as f64).sum();
+                assert!((out[r] as f64 - exact).abs() <= exact.abs() * 1e-6, "{shape:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_sum_is_init() {
+        let data: Vec<f32> = vec![];
+        let l = Layout::contiguous(&[3, 0]);
+        let mut out = vec![9f32; 3];
+        reduce(&mut out, Src { data: &data, layout: &l }, &[1], &sum_f32());
+        assert_eq!(out, vec![0.0; 3]);
+    }
+}

@@ -1,0 +1,83 @@
+//! The N-API binding of Eclat: borrows the program and the typed arrays JavaScript
+//! passes, runs [`eclat_kernels::execute`] synchronously or on libuv's pool, and
+//! turns kernel errors and panics into JavaScript exceptions. No arithmetic here.
+
+use eclat_kernels::{execute, pool, KernelError, Op};
+use napi::bindgen_prelude::{AsyncTask, Float64Array, Uint8Array};
+use napi::{Env, Error, Status, Task};
+use napi_derive::napi;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+fn to_js_error(e: KernelError) -> Error {
+    Error::new(Status::GenericFailure, e.to_string())
+}
+
+/// Runs a program over `buffers`: the first `n_inputs` are read, the rest are
+/// written. A panic becomes an error; it never unwinds into Node.
+fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) -> napi::Result<()> {
+    if n_inputs > buffers.len() {
+        return Err(Error::new(Status::InvalidArg, "realize: more inputs than buffers".to_owned()));
+    }
+    let (inputs, outputs) = buffers.split_at_mut(n_inputs);
+    let inputs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+    // SAFETY: JavaScript allocated these output arrays for this call alone and does
+    // not touch them until the call (or the task) completes.
+    let mut outputs: Vec<&mut [u8]> = outputs.iter_mut().map(|b| unsafe { b.as_mut() }).collect();
+    match catch_unwind(AssertUnwindSafe(|| execute(program, &inputs, &mut outputs))) {
+        Ok(result) => result.map_err(to_js_error),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(Error::new(Status::GenericFailure, format!("InternalError: kernel panicked: {what}")))
+        }
+    }
+}
+
+/// Runs an encoded program on the calling thread (which blocks until it is done).
+/// `buffers` holds the program's inputs, then its outputs, as byte views.
+#[napi]
+pub fn realize_sync(program: Float64Array, mut buffers: Vec<Uint8Array>, n_inputs: u32) -> napi::Result<()> {
+    realize_impl(&program, &mut buffers, n_inputs as usize)
+}
+
+/// A program run off the JavaScript thread.
+pub struct Realize {
+    program: Float64Array,
+    buffers: Vec<Uint8Array>,
+    n_inputs: usize,
+}
+
+impl Task for Realize {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        realize_impl(&self.program, &mut self.buffers, self.n_inputs)
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+/// Like `realizeSync`, but runs on a worker thread and resolves when the outputs
+/// are written; the buffers stay referenced until then.
+#[napi]
+pub fn realize_async(program: Float64Array, buffers: Vec<Uint8Array>, n_inputs: u32) -> AsyncTask<Realize> {
+    AsyncTask::new(Realize { program, buffers, n_inputs: n_inputs as usize })
+}
+
+/// The primitive ops the kernels implement, in code order.
+#[napi]
+pub fn primitive_names() -> Vec<String> {
+    Op::ALL.iter().map(|op| op.name().to_owned()).collect()
+}
+
+/// Threads in the kernel pool (`ECLAT_NUM_THREADS` or the machine's cores).
+#[napi]
+pub fn num_threads() -> u32 {
+    pool::num_threads() as u32
+}
