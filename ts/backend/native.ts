@@ -1,0 +1,137 @@
+import { createRequire } from 'node:module'
+import { allocate, DTYPE_CODE, type TypedArray } from '../dtype.js'
+import { AllocationError, DTypeError, EclatError, FormatError, IndexError, ShapeError } from '../errors.js'
+import type { LazyNode } from '../graph/node.js'
+import { numel } from '../graph/shape.js'
+import { OP_CODE } from '../graph/ops.js'
+import type { Backend } from '../realize.js'
+
+/** The functions the Rust addon exports (`crates/eclat-node`). */
+interface Addon {
+  realizeSync(program: Float64Array, buffers: Uint8Array[], nInputs: number): void
+  realizeAsync(program: Float64Array, buffers: Uint8Array[], nInputs: number): Promise<unknown>
+  primitiveNames(): string[]
+  numThreads(): number
+}
+
+let addon: Addon | null = null
+
+/** Loads the addon on first use, through the loader napi-rs generates. */
+export function loadAddon(): Addon {
+  if (!addon) {
+    const require = createRequire(import.meta.url)
+    addon = require('../../native/index.cjs') as Addon
+  }
+  return addon
+}
+
+/** An encoded program and the buffers it reads and writes. */
+interface Encoded {
+  words: Float64Array
+  buffers: Uint8Array[]
+  nInputs: number
+  outputs: TypedArray[]
+}
+
+function bytesOf(a: TypedArray): Uint8Array {
+  return a instanceof Uint8Array ? a : new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+}
+
+/** The op-specific arguments of an instruction (see `program.rs`). */
+function argsOf(node: LazyNode): number[] {
+  const a = node.arg
+  switch (a.kind) {
+    case 'axes':
+      return [a.axes.length, ...a.axes]
+    case 'order':
+      return [...a.order]
+    case 'slice':
+      return a.starts.flatMap((s, d) => [s, a.steps[d]!])
+    case 'pad':
+      return [a.value, ...a.before]
+    case 'scan':
+      return [a.axis, a.reverse ? 1 : 0]
+    case 'axis':
+      return [a.axis]
+    case 'none':
+    case 'load':
+      return []
+  }
+}
+
+/**
+ * Encodes the nodes of `order` as one program. Nodes that already have data
+ * become `load` instructions reading their typed arrays in place (no copy).
+ */
+function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encoded {
+  const ids = new Map<LazyNode, number>()
+  const inputIndex = new Map<TypedArray, number>()
+  const inputs: Uint8Array[] = []
+  const words: number[] = [0]
+  let count = 0
+  const emit = (node: LazyNode, srcs: number[], args: number[], op: number) => {
+    words.push(op, DTYPE_CODE[node.dtype], node.shape.length, ...node.shape, srcs.length, ...srcs, args.length, ...args)
+    ids.set(node, count++)
+  }
+  const idOf = (node: LazyNode): number => {
+    const known = ids.get(node)
+    if (known !== undefined) return known
+    const data = node.data!
+    let k = inputIndex.get(data)
+    if (k === undefined) {
+      k = inputs.length
+      inputIndex.set(data, k)
+      inputs.push(bytesOf(data))
+    }
+    emit(node, [], [k], OP_CODE.load)
+    return count - 1
+  }
+  for (const node of order) {
+    const srcs = node.srcs.map(idOf)
+    emit(node, srcs, argsOf(node), OP_CODE[node.op])
+  }
+  words[0] = count
+  const outputs = targets.map((t) => allocate(t.dtype, numel(t.shape)))
+  words.push(targets.length)
+  targets.forEach((t, i) => words.push(ids.get(t)!, i))
+  return { words: Float64Array.from(words), buffers: [...inputs, ...outputs.map(bytesOf)], nInputs: inputs.length, outputs }
+}
+
+const ERROR_CLASSES = {
+  IndexError,
+  ShapeError,
+  DTypeError,
+  FormatError,
+  AllocationError,
+} as const
+
+/** Maps an addon error ("IndexError: gather: ...") to the matching Eclat error. */
+function translate(e: unknown): Error {
+  if (!(e instanceof Error)) return new EclatError(String(e))
+  const m = /^(\w+): (.*)$/s.exec(e.message)
+  const cls = m ? ERROR_CLASSES[m[1] as keyof typeof ERROR_CLASSES] : undefined
+  return cls ? new cls(m![2]!) : new EclatError(e.message)
+}
+
+/** Runs graphs with the Rust kernels: one N-API call per realize. */
+export const nativeBackend: Backend = {
+  name: 'native',
+  run(order, targets) {
+    const p = encode(order, targets)
+    try {
+      loadAddon().realizeSync(p.words, p.buffers, p.nInputs)
+    } catch (e) {
+      throw translate(e)
+    }
+    return p.outputs
+  },
+  async runAsync(order, targets) {
+    const p = encode(order, targets)
+    try {
+      await loadAddon().realizeAsync(p.words, p.buffers, p.nInputs)
+    } catch (e) {
+      throw translate(e)
+    }
+    return p.outputs
+  },
+}

@@ -1,0 +1,45 @@
+import type { DType, TypedArray } from '../dtype.js'
+import type { Op } from './ops.js'
+
+/** Where the data of a `load` node lives; an input's slot is empty until assigned. */
+export interface DataSlot {
+  data: TypedArray | null
+  /** Shown in errors about missing data. */
+  readonly name: string
+}
+
+/** The per-op arguments a node carries (axes, orders, ranges, fill values). */
+export type NodeArg =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'load'; readonly slot: DataSlot }
+  | { readonly kind: 'axes'; readonly axes: readonly number[] }
+  | { readonly kind: 'order'; readonly order: readonly number[] }
+  | { readonly kind: 'slice'; readonly starts: readonly number[]; readonly steps: readonly number[] }
+  | { readonly kind: 'pad'; readonly before: readonly number[]; readonly value: number }
+  | { readonly kind: 'scan'; readonly axis: number; readonly reverse: boolean }
+  | { readonly kind: 'axis'; readonly axis: number }
+
+export const NO_ARG: NodeArg = { kind: 'none' }
+
+/**
+ * One node of the lazy graph: a primitive applied to source nodes. Nodes never
+ * change, except that realizing one caches its data in `realized`.
+ */
+export class LazyNode {
+  /** The node's data once computed (always set for `load` nodes that have data). */
+  realized: TypedArray | null = null
+
+  constructor(
+    readonly op: Op,
+    readonly srcs: readonly LazyNode[],
+    readonly arg: NodeArg,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+  ) {}
+
+  /** The node's data if known without computing: realized, or a filled input slot. */
+  get data(): TypedArray | null {
+    if (this.realized) return this.realized
+    return this.arg.kind === 'load' ? this.arg.slot.data : null
+  }
+}

@@ -1,0 +1,17 @@
+/**
+ * Eclat: lazy tensors with reverse-mode autodiff for Node.js, run by
+ * multithreaded Rust kernels.
+ *
+ * @example
+ * import { tensor } from 'eclat'
+ * const x = tensor([[1, 2], [3, 4]])
+ * console.log(x.mul(x).sum().item()) // 30
+ */
+export { Tensor, where, type TensorLike, type TensorOptions, type ScanOptions, type SliceRange } from './tensor.js'
+export { tensor, zeros, ones, full, arange, linspace, eye, input, rand, randn, manualSeed } from './creation.js'
+export { concat, stack, split } from './ops/composite.js'
+export { type DType, type TypedArray } from './dtype.js'
+export { type NestedArray } from './data.js'
+export { EclatError, ShapeError, DTypeError, IndexError, FormatError, AllocationError } from './errors.js'
+export { PRIMITIVES, type Op } from './graph/ops.js'
+export { numThreads, backendName } from './runtime.js'

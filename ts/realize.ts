@@ -1,0 +1,87 @@
+import type { TypedArray } from './dtype.js'
+import { EclatError } from './errors.js'
+import type { LazyNode } from './graph/node.js'
+import { nativeBackend } from './backend/native.js'
+import { referenceBackend } from './backend/reference.js'
+
+/** Something that computes the data of graph nodes. */
+export interface Backend {
+  readonly name: 'native' | 'reference'
+  /** Computes `targets` (given in `order`, a topological list of every node to compute). */
+  run(order: readonly LazyNode[], targets: readonly LazyNode[]): TypedArray[]
+  /** Like `run`, off the JavaScript thread where the backend can. */
+  runAsync(order: readonly LazyNode[], targets: readonly LazyNode[]): Promise<TypedArray[]>
+}
+
+const BACKENDS = { native: nativeBackend, reference: referenceBackend } as const
+
+/** The backend chosen by `ECLAT_BACKEND` (`native`, the default, or `reference`). */
+export function defaultBackend(): Backend {
+  const name = process.env['ECLAT_BACKEND'] ?? 'native'
+  if (name !== 'native' && name !== 'reference') {
+    throw new EclatError(`ECLAT_BACKEND=${name}: expected 'native' or 'reference'`)
+  }
+  return BACKENDS[name]
+}
+
+export function backendByName(name: 'native' | 'reference'): Backend {
+  return BACKENDS[name]
+}
+
+/**
+ * The nodes that must be computed to know `targets`, sources before users:
+ * everything reachable that has no data yet. Iterative, so deep graphs cannot
+ * overflow the stack. Throws if it reaches an input that was never assigned.
+ */
+export function scheduleOrder(targets: readonly LazyNode[]): LazyNode[] {
+  const order: LazyNode[] = []
+  const visited = new Set<LazyNode>()
+  const stack: Array<[LazyNode, number]> = []
+  for (const t of targets) {
+    if (visited.has(t) || t.data) continue
+    stack.push([t, 0])
+    visited.add(t)
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!
+      const [node, i] = top
+      if (node.arg.kind === 'load' && !node.data) {
+        throw new EclatError(`realize: input '${node.arg.slot.name}' has no data; give it some with assign() first`)
+      }
+      if (i < node.srcs.length) {
+        top[1] = i + 1
+        const src = node.srcs[i]!
+        if (!visited.has(src) && !src.data) {
+          visited.add(src)
+          stack.push([src, 0])
+        }
+      } else {
+        stack.pop()
+        order.push(node)
+      }
+    }
+  }
+  return order
+}
+
+/** Computes the data of `targets` with `backend` without caching it on the nodes. */
+export function evaluate(targets: readonly LazyNode[], backend: Backend = defaultBackend()): TypedArray[] {
+  const pending = targets.filter((t) => !t.data)
+  const computed = pending.length > 0 ? backend.run(scheduleOrder(pending), pending) : []
+  return targets.map((t) => t.data ?? computed[pending.indexOf(t)]!)
+}
+
+/** Computes and caches the data of every target that has none, in one backend call. */
+export function realizeNodes(targets: readonly LazyNode[], backend: Backend = defaultBackend()): void {
+  const pending = [...new Set(targets)].filter((t) => !t.data)
+  if (pending.length === 0) return
+  const results = backend.run(scheduleOrder(pending), pending)
+  pending.forEach((t, i) => (t.realized = results[i]!))
+}
+
+/** Like `realizeNodes`, with the kernels running off the JavaScript thread. */
+export async function realizeNodesAsync(targets: readonly LazyNode[], backend: Backend = defaultBackend()): Promise<void> {
+  const pending = [...new Set(targets)].filter((t) => !t.data)
+  if (pending.length === 0) return
+  const results = await backend.runAsync(scheduleOrder(pending), pending)
+  pending.forEach((t, i) => (t.realized = results[i]!))
+}
