@@ -195,7 +195,8 @@ impl<'p> Executor<'p> {
         let (ptr, owned) = match slot {
             Some(s) => {
                 self.slot_of[i] = None;
-                (self.slots[s].0.unwrap_or(NonNull::<u64>::dangling().cast()), None)
+                let ptr = self.slots[s].0.filter(|_| n > 0);
+                (ptr.unwrap_or(NonNull::<u64>::dangling().cast()), None)
             }
             None => {
                 let words = OwnedWords::zeroed(bytes)?;
@@ -233,7 +234,7 @@ impl<'p> Executor<'p> {
         if bytes != n * value.dtype.size() {
             return Err(KernelError::format(format!("output slot {slot} has {bytes} bytes for {n} elements")));
         }
-        let ptr = ptr.unwrap_or(NonNull::<u64>::dangling().cast());
+        let ptr = ptr.filter(|_| n > 0).unwrap_or(NonNull::<u64>::dangling().cast());
         let instr = &self.program.instrs[v];
         with_any_dtype!(value.dtype, T => {
             let src = self.src::<T>(instr, v)?;

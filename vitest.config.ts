@@ -1,0 +1,10 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['__test__/**/*.test.ts'],
+    testTimeout: 60_000,
+    // One process per file keeps the native thread pool's size predictable.
+    pool: 'forks',
+  },
+})
