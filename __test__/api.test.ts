@@ -1,0 +1,227 @@
+/** The public API by hand-checked small cases: creation, promotion, realization, inputs. */
+import { execFileSync } from 'node:child_process'
+import { describe, expect, it } from 'vitest'
+import {
+  arange, concat, eye, full, input, linspace, manualSeed, numThreads, ones, rand, randn, split, stack,
+  tensor, where, zeros, type Tensor,
+} from '../ts/index.js'
+import { loadAddon } from '../ts/backend/native.js'
+
+const close = (t: Tensor, expected: number[], tol = 1e-6) => {
+  const got = [...(t.dataSync() as Float32Array)]
+  expect(got.length).toBe(expected.length)
+  got.forEach((v, i) => {
+    if (v !== expected[i]) expect(Math.abs(v - expected[i]!)).toBeLessThanOrEqual(tol * (1 + Math.abs(expected[i]!)))
+  })
+}
+
+describe('creation', () => {
+  it('infers shape and dtype from data', () => {
+    const t = tensor([[1, 2, 3], [4, 5, 6]])
+    expect([t.shape, t.dtype, t.ndim, t.size]).toEqual([[2, 3], 'float32', 2, 6])
+    expect(tensor(true).dtype).toBe('bool')
+    expect(tensor(3).shape).toEqual([])
+    expect(tensor(new Int32Array([1, 2])).dtype).toBe('int32')
+    expect(tensor(new Float64Array(6), { shape: [3, 2] }).shape).toEqual([3, 2])
+    expect(tensor([1.7, -1.7], { dtype: 'int32' }).toArray()).toEqual([1, -1])
+    expect(tensor([]).shape).toEqual([0])
+  })
+
+  it('copies its data, so later changes to the source array do not leak in', () => {
+    const src = new Float32Array([1, 2])
+    const t = tensor(src)
+    src[0] = 99
+    expect(t.toArray()).toEqual([1, 2])
+  })
+
+  it('fills, counts and spaces', () => {
+    expect(zeros([2]).toArray()).toEqual([0, 0])
+    expect(ones([2], { dtype: 'int32' }).toArray()).toEqual([1, 1])
+    expect(full([2], true).toArray()).toEqual([true, true])
+    expect(arange(4).toArray()).toEqual([0, 1, 2, 3])
+    expect(arange(1, 2, 0.25).toArray()).toEqual([1, 1.25, 1.5, 1.75])
+    expect(arange(5, 0, -2).toArray()).toEqual([5, 3, 1])
+    expect(linspace(0, 1, 5).toArray()).toEqual([0, 0.25, 0.5, 0.75, 1])
+    expect(eye(2).toArray()).toEqual([[1, 0], [0, 1]])
+  })
+
+  it('draws reproducible random numbers after manualSeed', () => {
+    manualSeed(42)
+    const a = rand([1000]).dataSync()
+    const z = randn([20000]).dataSync()
+    manualSeed(42)
+    expect(rand([1000]).dataSync()).toEqual(a)
+    expect([...a].every((v) => v >= 0 && v < 1)).toBe(true)
+    const mean = z.reduce((s, v) => s + v, 0) / z.length
+    const variance = z.reduce((s, v) => s + (v - mean) ** 2, 0) / z.length
+    expect(Math.abs(mean)).toBeLessThan(0.03)
+    expect(Math.abs(variance - 1)).toBeLessThan(0.05)
+  })
+})
+
+describe('dtype promotion (as PyTorch)', () => {
+  const i = tensor([1, 2], { dtype: 'int32' })
+  it.each([
+    ['int32 + integer', () => i.add(2), 'int32'],
+    ['int32 + fraction', () => i.add(0.5), 'float32'],
+    ['int32 + float32 tensor', () => i.add(tensor([1, 1])), 'float32'],
+    ['float32 + float64 tensor', () => tensor([1]).add(tensor([1], { dtype: 'float64' })), 'float64'],
+    ['bool + bool', () => tensor([true]).add(tensor([true])), 'int32'],
+    ['bool + 1', () => tensor([true]).add(1), 'int32'],
+    ['float64 * number', () => tensor([1], { dtype: 'float64' }).mul(3), 'float64'],
+    ['int32 / int32', () => i.div(i), 'float32'],
+    ['sqrt of int32', () => i.sqrt(), 'float32'],
+    ['sum of bool', () => tensor([true, true]).sum(), 'int32'],
+    ['comparison', () => i.lt(1.5), 'bool'],
+  ] as const)('%s', (_, f, dtype) => {
+    expect(f().dtype).toBe(dtype)
+  })
+  it('computes in the promoted dtype', () => {
+    expect(i.add(0.5).toArray()).toEqual([1.5, 2.5])
+    expect(tensor([true, false]).add(tensor([true, true])).toArray()).toEqual([2, 1])
+    expect(tensor([2147483647], { dtype: 'int32' }).add(1).toArray()).toEqual([-2147483648])
+  })
+})
+
+describe('hand-checked results', () => {
+  const x = tensor([[1, 2, 3], [4, 5, 6]])
+  it('reductions', () => {
+    expect(x.sum().item()).toBe(21)
+    expect(x.sum(0).toArray()).toEqual([5, 7, 9])
+    expect(x.sum(-1, true).toArray()).toEqual([[6], [15]])
+    expect(x.max(1).toArray()).toEqual([3, 6])
+    expect(x.min(0).toArray()).toEqual([1, 2, 3])
+    expect(x.prod(1).toArray()).toEqual([6, 120])
+    expect(x.mean().item()).toBe(3.5)
+    expect(zeros([0]).sum().item()).toBe(0)
+    expect(zeros([0]).prod().item()).toBe(1)
+    expect(tensor([1, NaN, 3]).max().item()).toBeNaN()
+  })
+  it('views', () => {
+    expect(x.transpose().toArray()).toEqual([[1, 4], [2, 5], [3, 6]])
+    expect(x.slice([null, [0, 3, 2]]).toArray()).toEqual([[1, 3], [4, 6]])
+    expect(x.slice([[-1, 2]]).toArray()).toEqual([[4, 5, 6]])
+    expect(x.pad([[0, 1], [1, 0]], -1).toArray()).toEqual([[-1, 1, 2, 3], [-1, 4, 5, 6], [-1, -1, -1, -1]])
+    expect(tensor([1, 2]).expand([2, 2]).toArray()).toEqual([[1, 2], [1, 2]])
+    expect(x.reshape([3, -1]).shape).toEqual([3, 2])
+    expect(x.flatten().shape).toEqual([6])
+    expect(x.unsqueeze(1).shape).toEqual([2, 1, 3])
+    expect(zeros([1, 2, 1]).squeeze().shape).toEqual([2])
+  })
+  it('scans', () => {
+    expect(x.cumsum(1).toArray()).toEqual([[1, 3, 6], [4, 9, 15]])
+    expect(x.cumsum(0, { reverse: true }).toArray()).toEqual([[5, 7, 9], [4, 5, 6]])
+    expect(x.cumprod(1).toArray()).toEqual([[1, 2, 6], [4, 20, 120]])
+    expect(tensor([1, 3, 2, 5]).cummax(0).toArray()).toEqual([1, 3, 3, 5])
+  })
+  it('indexing follows PyTorch', () => {
+    const idx = tensor([[0, 0], [1, 0]], { dtype: 'int32' })
+    expect(tensor([[1, 2], [3, 4]]).gather(1, idx).toArray()).toEqual([[1, 1], [4, 3]])
+    const bins = tensor([0, 2, 0, 1], { dtype: 'int32' })
+    expect(zeros([3]).scatterAdd(0, bins, tensor([1, 2, 3, 4])).toArray()).toEqual([4, 4, 2])
+    expect(full([3], 2.5).scatterMax(0, bins, tensor([1, 2, 3, 4])).toArray()).toEqual([3, 4, 2.5])
+  })
+  it('activations and normalizers', () => {
+    close(tensor([0, 0]).softmax(), [0.5, 0.5])
+    close(tensor([1000, 0]).softmax(), [1, 0])
+    close(tensor([-1000, 1000, 0]).sigmoid(), [0, 1, 0.5])
+    close(tensor([0, 1]).tanh(), [0, Math.tanh(1)])
+    close(tensor([0, 1]).logsumexp(0).reshape([1]), [Math.log(1 + Math.E)])
+    close(tensor([-Infinity, -Infinity]).logsumexp(0).reshape([1]), [-Infinity])
+    close(tensor([1, 2, 3, 4]).var().reshape([1]), [5 / 3])
+    close(tensor([-2, 0.5]).relu(), [0, 0.5])
+    close(tensor([1]).gelu(), [0.8411920071])
+    close(tensor([3]).pow(-1), [1 / 3])
+    expect(tensor([1, 3, 3]).argmax(0).item()).toBe(1)
+    expect(tensor([[1, 9], [7, 2]]).argmin(1).toArray()).toEqual([0, 1])
+    expect(tensor([-3, 0, 2]).sign().toArray()).toEqual([-1, 0, 1])
+  })
+  it('comparisons and where', () => {
+    const a = tensor([1, 2, NaN])
+    expect(a.gt(1).toArray()).toEqual([false, true, false])
+    expect(a.le(2).toArray()).toEqual([true, true, false])
+    expect(a.ne(a).toArray()).toEqual([false, false, true])
+    expect(where(a.lt(2), a, tensor(0)).toArray()).toEqual([1, 0, 0])
+    expect(tensor([5], { dtype: 'int32' }).bitwiseXor(3).toArray()).toEqual([6])
+  })
+  it('concat, stack and split', () => {
+    expect(concat([tensor([1, 2]), tensor([3])]).toArray()).toEqual([1, 2, 3])
+    expect(stack([tensor([1, 2]), tensor([3, 4])], 1).toArray()).toEqual([[1, 3], [2, 4]])
+    expect(split(arange(5), [1, 4]).map((t) => t.toArray())).toEqual([[0], [1, 2, 3, 4]])
+    expect(concat([tensor([true]), tensor([false])]).toArray()).toEqual([true, false])
+  })
+})
+
+describe('realization', () => {
+  it('crosses into the addon once per realize, whatever the number of ops', () => {
+    const addon = loadAddon()
+    const original = addon.realizeSync
+    let calls = 0
+    addon.realizeSync = (...args) => {
+      calls++
+      return original(...args)
+    }
+    try {
+      let y = arange(1000)
+      for (let k = 0; k < 200; k++) y = y.mul(1.001).add(k % 3).sin()
+      y.realize()
+      expect(calls).toBe(1)
+      y.realize()
+      y.sum().item()
+      expect(calls).toBe(2)
+    } finally {
+      addon.realizeSync = original
+    }
+  })
+
+  it('runs 10,000 dependent ops without overflowing the stack', () => {
+    let y = tensor([1])
+    for (let k = 0; k < 10_000; k++) y = y.add(1)
+    expect(y.item()).toBe(10_001)
+  })
+
+  it('data() resolves off the JavaScript thread to the same values as dataSync()', async () => {
+    const x = arange(100_000).mul(0.001).sin()
+    const [a, b] = await Promise.all([x.data(), x.exp().data()])
+    expect(a).toEqual(x.dataSync())
+    expect(b).toEqual(x.exp().dataSync())
+  })
+
+  it('keeps value semantics: graphs built before an assign see the old data', () => {
+    const w = tensor([1, 2])
+    const before = w.mul(10)
+    w.assign([3, 4])
+    expect(before.toArray()).toEqual([10, 20])
+    expect(w.mul(10).toArray()).toEqual([30, 40])
+    w.assign(tensor([5, 6]))
+    expect(w.toArray()).toEqual([5, 6])
+  })
+
+  it('fills an input in place, so graphs built on it see the data', () => {
+    const x = input([2, 2], { dtype: 'float64' })
+    const y = x.sum(1)
+    x.assign(new Float64Array([1, 2, 3, 4]))
+    expect(y.toArray()).toEqual([3, 7])
+    x.assign([[1, 1], [1, 1]])
+    expect(y.toArray()).toEqual([3, 7])
+    expect(x.sum(1).toArray()).toEqual([2, 2])
+  })
+
+  it('returns nested arrays, booleans and scalars', () => {
+    expect(tensor(2.5).toArray()).toBe(2.5)
+    expect(tensor([[true], [false]]).toArray()).toEqual([[true], [false]])
+    expect(tensor([[7]]).item()).toBe(7)
+    expect(tensor([true]).item()).toBe(true)
+  })
+})
+
+describe('threads', () => {
+  it('uses a pool sized to the machine, overridable with ECLAT_NUM_THREADS', () => {
+    expect(numThreads()).toBeGreaterThanOrEqual(1)
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', `const e = await import('./dist/index.js'); console.log(e.numThreads(), e.arange(100000).sum().item())`], {
+      env: { ...process.env, ECLAT_NUM_THREADS: '1' },
+      cwd: new URL('..', import.meta.url).pathname,
+    }).toString()
+    expect(out.trim()).toBe(`1 ${arange(100000).sum().item()}`)
+  })
+})
