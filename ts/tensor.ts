@@ -9,6 +9,11 @@ import { broadcastShapes, checkShape, normalizeAxes, normalizeAxis, numel } from
 import { realizeNodes, realizeNodesAsync } from './realize.js'
 import * as composite from './ops/composite.js'
 import { toTypedArray, type NestedArray } from './data.js'
+import { gradEnabled } from './autograd/mode.js'
+import { accumulateBackward } from './autograd/backward.js'
+
+/** Tensors that asked for gradients (`requiresGrad`), by their current node: the leaves `backward()` fills. */
+export const gradLeaves = new WeakMap<LazyNode, Tensor>()
 
 /** A tensor or a JS scalar where an op accepts either. */
 export type TensorLike = Tensor | number | boolean
@@ -69,15 +74,64 @@ function describe(op: string, ...ts: Tensor[]): string {
 export class Tensor {
   /** The graph node this tensor currently stands for (replaced by `assign`). */
   node: LazyNode
-  /** Whether gradients flow to this tensor. */
-  requiresGrad: boolean
   /** The accumulated gradient, set by `backward()`; null until then. */
   grad: Tensor | null = null
+  /** Set by the user: a leaf whose `.grad` `backward()` fills. */
+  private isLeaf = false
+  /** Computed from a tensor that requires gradients. */
+  private derived = false
 
   /** Wraps a graph node; use the creation functions (`tensor`, `zeros`, ...) instead. */
   constructor(node: LazyNode, requiresGrad = false) {
     this.node = node
-    this.requiresGrad = requiresGrad
+    if (requiresGrad) this.requiresGrad_(true)
+  }
+
+  /**
+   * Whether gradients flow to this tensor: set on leaves by the user, true for
+   * anything computed from them (outside `noGrad`).
+   * @example tensor([1], { requiresGrad: true }).mul(2).requiresGrad // true
+   */
+  get requiresGrad(): boolean {
+    return this.isLeaf || this.derived
+  }
+  set requiresGrad(flag: boolean) {
+    this.requiresGrad_(flag)
+  }
+
+  /**
+   * Marks this tensor as a leaf whose gradient `backward()` accumulates in `.grad`
+   * (floating-point dtypes only). Returns `this`.
+   * @example const w = zeros([3]).requiresGrad_()
+   */
+  requiresGrad_(flag = true): this {
+    if (flag && !isFloat(this.dtype)) {
+      throw new DTypeError(`requiresGrad_: only float tensors can require gradients, got ${this.dtype} (shape ${fmtShape(this.shape)})`)
+    }
+    this.isLeaf = flag
+    if (flag) gradLeaves.set(this.node, this)
+    else gradLeaves.delete(this.node)
+    return this
+  }
+
+  /**
+   * The same values with gradients stopped: nothing flows back through the result.
+   * @example const target = prediction.detach()
+   */
+  detach(): Tensor {
+    const data = this.node.data
+    if (data) return new Tensor(loadNode(data, this.shape, this.dtype))
+    return new Tensor(new LazyNode('reshape', [this.node], NO_ARG, this.shape, this.dtype, { detached: true }))
+  }
+
+  /**
+   * Backpropagates from this tensor (one element, or any shape with
+   * `gradOutput`) and adds the gradients into `.grad` of every leaf that
+   * requires them, computing all of them in one realize.
+   * @example loss.backward(); console.log(w.grad?.toArray())
+   */
+  backward(gradOutput?: Tensor): void {
+    accumulateBackward(this, gradOutput)
   }
 
   /** The size of each axis. @example tensor([[1, 2, 3]]).shape // [1, 3] */
@@ -101,7 +155,11 @@ export class Tensor {
 
   /** @internal Builds a node of `op` over `srcs`. */
   make(op: Op, srcs: readonly Tensor[], arg: NodeArg, shape: readonly number[], dtype: DType): Tensor {
-    return new Tensor(new LazyNode(op, srcs.map((s) => s.node), arg, Object.freeze([...shape]), dtype))
+    const tracking = gradEnabled()
+    const flags = tracking ? {} : { detached: true }
+    const out = new Tensor(new LazyNode(op, srcs.map((s) => s.node), arg, Object.freeze([...shape]), dtype, flags))
+    out.derived = tracking && isFloat(dtype) && srcs.some((s) => s.requiresGrad)
+    return out
   }
 
   /** @internal This tensor broadcast to `shape` (which must be a valid broadcast target). */
@@ -659,8 +717,13 @@ export class Tensor {
       data = toTypedArray('assign', value, this.dtype, this.shape)
     }
     const arg = this.node.arg
-    if (arg.kind === 'load' && arg.slot.data === null) arg.slot.data = data
-    else this.node = loadNode(data, this.shape, this.dtype, arg.kind === 'load' ? arg.slot.name : undefined)
+    if (arg.kind === 'load' && arg.slot.data === null) {
+      arg.slot.data = data
+      return this
+    }
+    if (this.isLeaf) gradLeaves.delete(this.node)
+    this.node = loadNode(data, this.shape, this.dtype, arg.kind === 'load' ? arg.slot.name : undefined)
+    if (this.isLeaf) gradLeaves.set(this.node, this)
     return this
   }
 

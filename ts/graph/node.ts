@@ -22,6 +22,39 @@ export type NodeArg =
 export const NO_ARG: NodeArg = { kind: 'none' }
 
 /**
+ * A checkpointed segment (see `checkpoint`): the node is the segment's output,
+ * and backward recomputes the segment from the nodes it read instead of keeping
+ * its intermediates.
+ */
+export interface Segment {
+  /** Builds the segment again (new nodes over the same boundary nodes). */
+  readonly recompute: () => LazyNode
+  /** The nodes from outside the segment that it reads. */
+  readonly boundary: readonly LazyNode[]
+}
+
+/** Collects the nodes created while a checkpointed function runs. */
+const recorders: Set<LazyNode>[] = []
+
+/** Runs `fn`, returning its result and every node created meanwhile. */
+export function recordNodes<T>(fn: () => T): [T, Set<LazyNode>] {
+  const created = new Set<LazyNode>()
+  recorders.push(created)
+  try {
+    return [fn(), created]
+  } finally {
+    recorders.pop()
+  }
+}
+
+/** Optional flags of a node. */
+export interface NodeFlags {
+  /** Gradients stop here (`detach`, `noGrad`). */
+  readonly detached?: boolean
+  readonly segment?: Segment
+}
+
+/**
  * One node of the lazy graph: a primitive applied to source nodes. Nodes never
  * change, except that realizing one caches its data in `realized`.
  */
@@ -35,7 +68,10 @@ export class LazyNode {
     readonly arg: NodeArg,
     readonly shape: readonly number[],
     readonly dtype: DType,
-  ) {}
+    readonly flags: NodeFlags = {},
+  ) {
+    for (const r of recorders) r.add(this)
+  }
 
   /** The node's data if known without computing: realized, or a filled input slot. */
   get data(): TypedArray | null {
