@@ -75,6 +75,9 @@ const UNARY: GradCase[] = [
   { name: 'cummax reverse', domain: 'any', f: (x) => x.cummax(0, { reverse: true }), shapes: MAT },
   { name: 'gather', domain: 'any', f: (x) => x.gather(1, i32([[0, 0, 3], [1, 2, 2], [3, 3, 1]])), shapes: [[3, 4], [4, 5]] },
   { name: 'scatterAdd (target and src)', domain: 'any', f: (x) => x.scatterAdd(1, i32([[0, 0], [1, 2], [3, 3]]), x.mul(x)), shapes: [[3, 4]] },
+  { name: 'matmul', domain: 'any', f: (x) => x.matmul(x.transpose()).matmul(x), shapes: [[3, 4], [4, 4], [1, 5], [2, 0]] },
+  { name: 'matmul batched with broadcast', domain: 'any', f: (x) => x.reshape([2, 1, 3, 2]).matmul(x.reshape([3, 2, 2]).mul(0.5)), shapes: [[12]] },
+  { name: 'matmul vector', domain: 'any', f: (x) => x.matmul(x.mul(x)), shapes: [[5], [0]] },
   { name: 'scatterMax (target and src)', domain: 'any', f: (x) => x.mul(0.5).scatterMax(1, i32([[0, 0], [1, 2], [3, 3]]), x.add(0.1)), shapes: [[3, 4]] },
   // composites
   { name: 'sub', domain: 'any', f: (x) => x.sub(x.mul(x)) },
@@ -299,6 +302,7 @@ describe('higher-order derivatives', () => {
       (t) => t.sin().cumprod(1),
       (t) => t.mul(t).cummax(1),
       (t) => t.mul(t).prod(0),
+      (t) => t.matmul(t.transpose()).sin(),
     ]
     for (const f of fs) {
       const x = makeInput([2, 3], 'float64', 'any', 'contiguous', 21)

@@ -234,3 +234,31 @@ describe('gather and scatter: native against reference', () => {
     }
   }
 })
+
+describe('matmul: native (gemm) against reference', () => {
+  const pairs: [number[], number[]][] = [
+    [[3, 4], [4, 5]],
+    [[5], [5]],
+    [[4], [4, 3]],
+    [[3, 4], [4]],
+    [[2, 3, 4], [4, 6]],
+    [[1, 3, 4], [2, 4, 5]],
+    [[2, 1, 3, 4], [3, 4, 2]],
+    [[0, 4], [4, 3]],
+    [[3, 0], [0, 2]],
+    [[120, 200], [200, 150]],
+    [[16, 8, 9], [16, 9, 7]],
+  ]
+  for (const dtype of FLOATS) {
+    it(`products of every rank (${dtype})`, () => {
+      pairs.forEach(([sa, sb], k) => {
+        for (const layout of ['contiguous', 'permuted', 'sliced'] as Layout[]) {
+          const a = makeInput(sa, dtype, 'any', layout, 300 + k)
+          const b = makeInput(sb, dtype, 'any', layout === 'sliced' ? 'expanded' : layout, 400 + k)
+          // float32 sums of up to 200 products of magnitude ~16: allow for their rounding.
+          expectBackendsAgree(a.matmul(b), dtype === 'float32' ? 5e-4 : 1e-11, `matmul ${dtype} [${sa}] [${sb}] ${layout}`)
+        }
+      })
+    })
+  }
+})

@@ -7,7 +7,7 @@
  * const x = tensor([[1, 2], [3, 4]])
  * console.log(x.mul(x).sum().item()) // 30
  */
-export { Tensor, where, type TensorLike, type TensorOptions, type ScanOptions, type SliceRange } from './tensor.js'
+export { Tensor, where, matmul, type TensorLike, type TensorOptions, type ScanOptions, type SliceRange } from './tensor.js'
 export { tensor, zeros, ones, full, arange, linspace, eye, input, rand, randn, manualSeed } from './creation.js'
 export { concat, stack, split } from './ops/composite.js'
 export { type DType, type TypedArray } from './dtype.js'

@@ -516,6 +516,31 @@ export class Tensor {
     return this.scatter('scatterMax', axis, index, src)
   }
 
+  // ---- contraction ---------------------------------------------------------
+
+  /**
+   * Matrix product, NumPy/PyTorch semantics: 1-D·1-D is a dot product, 2-D
+   * operands multiply as matrices, and leading batch axes broadcast. float32 and
+   * float64 only.
+   * @example tensor([[1, 2], [3, 4]]).matmul(tensor([[1], [1]])) // [[3], [7]]
+   */
+  matmul(other: Tensor): Tensor {
+    if (!(other instanceof Tensor)) throw new DTypeError('matmul: the other operand must be a Tensor')
+    const what = `${fmtShape(this.shape)} ${this.dtype} and ${fmtShape(other.shape)} ${other.dtype}`
+    if (this.ndim === 0 || other.ndim === 0) throw new ShapeError(`matmul: operands must have at least one axis, got ${what}`)
+    const dtype = promote(this.dtype, other.dtype)
+    if (!isFloat(dtype)) throw new DTypeError(`matmul: needs float32 or float64 operands, got ${what}`)
+    const a = this.ndim === 1 ? this.cast(dtype).reshape([1, this.shape[0]!]) : this.cast(dtype)
+    const b = other.ndim === 1 ? other.cast(dtype).reshape([other.shape[0]!, 1]) : other.cast(dtype)
+    const [m, k] = a.shape.slice(-2) as [number, number]
+    const [k2, n] = b.shape.slice(-2) as [number, number]
+    if (k !== k2) throw new ShapeError(`matmul: inner sizes ${k} and ${k2} differ (${what})`)
+    const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2), ` (${what})`)
+    const out = a.make('matmul', [a.broadcastTo([...batch, m, k]), b.broadcastTo([...batch, k, n])], NO_ARG, [...batch, m, n], dtype)
+    const shape = [...batch, ...(this.ndim === 1 ? [] : [m]), ...(other.ndim === 1 ? [] : [n])]
+    return out.reshape(shape)
+  }
+
   // ---- composites (built from the primitives in ops/composite.ts) ----------
 
   /** `x - other`. @example tensor([5]).sub(2) // [3] */
@@ -756,4 +781,14 @@ export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
   const detail = ` (dtypes ${cond.dtype}, ${x.dtype}, ${y.dtype})`
   const shape = broadcastShapes('where', broadcastShapes('where', cond.shape, x.shape, detail), y.shape, detail)
   return x.make('where', [cond.broadcastTo(shape), x.broadcastTo(shape), y.broadcastTo(shape)], NO_ARG, shape, x.dtype)
+}
+
+/**
+ * Matrix product of two tensors (see `Tensor.matmul`).
+ *
+ * @example
+ * matmul(randn([8, 3, 4]), randn([4, 5])).shape // [8, 3, 5]
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  return a.matmul(b)
 }

@@ -219,6 +219,10 @@ export const VJP_RULES = {
     const won = reached.bitwiseAnd(key.eq(first.gather(axis, idx)))
     return [where(targetWon, dy, 0), null, padTo(where(won, dy.gather(axis, idx), 0), src!.shape)]
   },
+
+  // ---- contraction ----
+  /** y = a @ b: da = dy @ bᵀ, db = aᵀ @ dy (batch axes were broadcast by explicit expands) */
+  matmul: ({ srcs: [a, b], dy }) => [dy.matmul(b!.transpose()), a!.transpose().matmul(dy)],
 } satisfies Record<Op, VjpRule>
 
 /** Zero-pads `t` at the end of each axis up to `shape`. */

@@ -226,6 +226,23 @@ function compute(node: LazyNode, inputs: readonly TypedArray[]): TypedArray {
       })
       return out
     }
+    case 'matmul': {
+      const b = inputs[1]!
+      const [aShape, bShape] = [src!.shape, node.srcs[1]!.shape]
+      const nd = shape.length
+      const k = aShape[nd - 1]!
+      const [aStrides, bStrides] = [stridesOf(aShape), stridesOf(bShape)]
+      forEachIndex(shape, (index, flat) => {
+        const [i, j] = [index[nd - 2]!, index[nd - 1]!]
+        const batch = index.slice(0, nd - 2)
+        let acc = 0
+        for (let p = 0; p < k; p++) {
+          acc += a[offsetOf([...batch, i, p], aStrides)]! * b[offsetOf([...batch, p, j], bStrides)]!
+        }
+        out[flat] = acc
+      })
+      return out
+    }
     case 'scatterAdd':
     case 'scatterMax': {
       if (arg.kind !== 'axis') throw new Error('scatter without axis')

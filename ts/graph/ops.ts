@@ -20,6 +20,8 @@ export const PRIMITIVES = [
   'cumsum', 'cumprod', 'cummax',
   // indexing
   'gather', 'scatterAdd', 'scatterMax',
+  // contraction
+  'matmul',
 ] as const
 
 /** A primitive op. */

@@ -8,6 +8,7 @@ use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
 use crate::kernels::elementwise::{copy, map1, map2, map3, pad};
 use crate::kernels::index::{gather, scatter};
+use crate::kernels::matmul::matmul;
 use crate::kernels::reduce::{reduce, Fold};
 use crate::kernels::scan::scan;
 use crate::kernels::Src;
@@ -276,7 +277,7 @@ impl<'p> Executor<'p> {
             Op::Load => 0,
             Op::Where | Op::ScatterAdd | Op::ScatterMax => 3,
             Op::Add | Op::Mul | Op::Maximum | Op::Minimum | Op::Lt | Op::Eq => 2,
-            Op::BitwiseAnd | Op::BitwiseOr | Op::BitwiseXor | Op::Gather => 2,
+            Op::BitwiseAnd | Op::BitwiseOr | Op::BitwiseXor | Op::Gather | Op::Matmul => 2,
             _ => 1,
         };
         if s.len() != nsrc {
@@ -287,7 +288,7 @@ impl<'p> Executor<'p> {
             let elementwise = !matches!(
                 instr.op,
                 Op::Sum | Op::Max | Op::Min | Op::Prod | Op::Reshape | Op::Permute | Op::Expand | Op::Slice | Op::Pad
-                    | Op::Gather | Op::ScatterAdd | Op::ScatterMax
+                    | Op::Gather | Op::ScatterAdd | Op::ScatterMax | Op::Matmul
             );
             if elementwise && src_shape != shape {
                 return Err(shape_err(instr, format!("operand of shape {src_shape:?}")));
@@ -421,6 +422,26 @@ impl<'p> Executor<'p> {
                 with_any_dtype!(dt, T => {
                     let (v, out) = self.alloc::<T>(i)?;
                     gather(out, self.src::<T>(instr, s[0])?, axis, self.src::<i32>(instr, s[1])?)?;
+                    v
+                })
+            }
+            Op::Matmul => {
+                let (a, b) = (&self.value(s[0]).layout.shape, &self.value(s[1]).layout.shape);
+                let nd = shape.len();
+                let ok = nd >= 2
+                    && a.len() == nd
+                    && b.len() == nd
+                    && a[..nd - 2] == shape[..nd - 2]
+                    && b[..nd - 2] == shape[..nd - 2]
+                    && a[nd - 2] == shape[nd - 2]
+                    && b[nd - 1] == shape[nd - 1]
+                    && a[nd - 1] == b[nd - 2];
+                if !ok {
+                    return Err(shape_err(instr, format!("cannot multiply {a:?} by {b:?}")));
+                }
+                with_float_dtype!(dt, name, T => {
+                    let (v, out) = self.alloc::<T>(i)?;
+                    matmul(out, self.src::<T>(instr, s[0])?, self.src::<T>(instr, s[1])?);
                     v
                 })
             }

@@ -72,4 +72,6 @@ primitives! {
     Gather = 31 => "gather",
     ScatterAdd = 32 => "scatterAdd",
     ScatterMax = 33 => "scatterMax",
+    // contraction
+    Matmul = 34 => "matmul",
 }
