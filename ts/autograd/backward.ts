@@ -130,7 +130,7 @@ export function backward(y: Tensor, xs: readonly Tensor[], opts: BackwardOptions
   return new Map(xs.map((x) => [x, grads.get(x.node) ?? zeros(x.shape, { dtype: x.dtype })]))
 }
 
-/** `y.backward()`: adds gradients into `.grad` of every reachable leaf, realizing them together. */
+/** `y.backward()`: adds gradients into `.grad` of every reachable leaf, realizing them (and y) together. */
 export function accumulateBackward(y: Tensor, gradOutput: Tensor | undefined): void {
   const seed = seedFor('backward', y, gradOutput)
   const leaves: Tensor[] = []
@@ -150,7 +150,7 @@ export function accumulateBackward(y: Tensor, gradOutput: Tensor | undefined): v
     const g = grads.get(leaf.node)
     if (g) leaf.grad = leaf.grad ? leaf.grad.add(g) : g
   }
-  realizeNodes(leaves.flatMap((l) => (l.grad ? [l.grad.node] : [])))
+  realizeNodes([y.node, ...leaves.flatMap((l) => (l.grad ? [l.grad.node] : []))])
 }
 
 /**

@@ -48,6 +48,8 @@ impl DType {
 /// (round to nearest for floats, truncation with saturation for int32, `!= 0` for bool).
 pub trait Elem: Copy + Send + Sync + PartialOrd + Default + 'static {
     const DTYPE: DType;
+    /// The value every other value is at least (the identity of a maximum).
+    const LOWEST: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn is_nan(self) -> bool {
@@ -57,6 +59,7 @@ pub trait Elem: Copy + Send + Sync + PartialOrd + Default + 'static {
 
 impl Elem for f32 {
     const DTYPE: DType = DType::F32;
+    const LOWEST: Self = f32::NEG_INFINITY;
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -69,6 +72,7 @@ impl Elem for f32 {
 }
 impl Elem for f64 {
     const DTYPE: DType = DType::F64;
+    const LOWEST: Self = f64::NEG_INFINITY;
     fn to_f64(self) -> f64 {
         self
     }
@@ -81,6 +85,7 @@ impl Elem for f64 {
 }
 impl Elem for i32 {
     const DTYPE: DType = DType::I32;
+    const LOWEST: Self = i32::MIN;
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -91,6 +96,7 @@ impl Elem for i32 {
 }
 impl Elem for u8 {
     const DTYPE: DType = DType::Bool;
+    const LOWEST: Self = 0;
     fn to_f64(self) -> f64 {
         self as f64
     }

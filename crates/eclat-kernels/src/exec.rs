@@ -17,7 +17,6 @@ use crate::op::Op;
 use crate::pool::pool;
 use crate::program::{decode, Instr, Program};
 use crate::{with_any_dtype, with_bits_dtype, with_float_dtype, with_num_dtype};
-use std::alloc;
 use std::ptr::NonNull;
 
 /// Decodes `words` and runs the program on the Eclat thread pool. `inputs` are
@@ -29,6 +28,12 @@ pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Re
         let slots = outputs.iter_mut().map(|o| (NonNull::new(o.as_mut_ptr()), o.len())).collect();
         Executor::new(&program, inputs, slots).run()
     })
+}
+
+/// `ECLAT_PROFILE=1` prints every instruction's time to stderr.
+fn profiling() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ECLAT_PROFILE").is_ok_and(|v| v == "1"))
 }
 
 /// Raw memory holding elements of one dtype.
@@ -43,30 +48,60 @@ struct Storage {
     refs: usize,
 }
 
-/// Zero-initialised u64 words allocated fallibly, so a huge tensor is an error, not an abort.
+/// Intermediate memory in u64 words (so every dtype is aligned), allocated
+/// fallibly so a huge tensor is an error, not an abort. Freed buffers return to
+/// a small cache keyed by size: a training loop asks for the same sizes every
+/// step, and reusing them avoids the page faults of fresh memory.
 struct OwnedWords {
-    ptr: NonNull<u64>,
-    words: usize,
+    words: Vec<u64>,
 }
 
+/// Bytes the cache may hold between calls.
+const CACHE_LIMIT: usize = 512 << 20;
+
+struct BufferCache {
+    by_len: std::collections::HashMap<usize, Vec<Vec<u64>>>,
+    bytes: usize,
+}
+
+static CACHE: std::sync::Mutex<Option<BufferCache>> = std::sync::Mutex::new(None);
+
 impl OwnedWords {
-    fn zeroed(bytes: usize) -> Result<OwnedWords> {
-        let words = bytes.div_ceil(8).max(1);
-        let layout = alloc::Layout::array::<u64>(words)
-            .map_err(|_| KernelError::new(ErrorKind::Allocation, format!("cannot allocate {bytes} bytes")))?;
-        // SAFETY: `layout` has non-zero size.
-        let raw = unsafe { alloc::alloc_zeroed(layout) } as *mut u64;
-        let ptr = NonNull::new(raw)
-            .ok_or_else(|| KernelError::new(ErrorKind::Allocation, format!("out of memory allocating {bytes} bytes")))?;
-        Ok(OwnedWords { ptr, words })
+    fn new(bytes: usize) -> Result<OwnedWords> {
+        let len = bytes.div_ceil(8).max(1);
+        if let Some(words) = CACHE.lock().ok().and_then(|mut c| {
+            let cache = c.as_mut()?;
+            let words = cache.by_len.get_mut(&len)?.pop()?;
+            cache.bytes -= len * 8;
+            Some(words)
+        }) {
+            // Every kernel writes its whole output, so stale contents are never read.
+            return Ok(OwnedWords { words });
+        }
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(len)
+            .map_err(|_| KernelError::new(ErrorKind::Allocation, format!("out of memory allocating {bytes} bytes")))?;
+        words.resize(len, 0);
+        Ok(OwnedWords { words })
+    }
+
+    fn ptr(&mut self) -> NonNull<u8> {
+        NonNull::from(self.words.as_mut_slice()).cast()
     }
 }
 
 impl Drop for OwnedWords {
     fn drop(&mut self) {
-        let layout = alloc::Layout::array::<u64>(self.words).expect("layout was valid at allocation");
-        // SAFETY: allocated in `zeroed` with this very layout and not freed since.
-        unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout) }
+        let words = std::mem::take(&mut self.words);
+        let bytes = words.len() * 8;
+        if let Ok(mut c) = CACHE.lock() {
+            let cache = c.get_or_insert_with(|| BufferCache { by_len: Default::default(), bytes: 0 });
+            if cache.bytes + bytes <= CACHE_LIMIT {
+                cache.bytes += bytes;
+                cache.by_len.entry(words.len()).or_default().push(words);
+            }
+        }
     }
 }
 
@@ -128,8 +163,21 @@ impl<'p> Executor<'p> {
                 return Err(KernelError::format(format!("output slot {slot} of {}", self.slots.len())));
             }
         }
+        let profile = profiling();
         for i in 0..self.program.instrs.len() {
+            let started = profile.then(std::time::Instant::now);
             let value = self.step(i)?;
+            if let Some(t) = started {
+                let instr = &self.program.instrs[i];
+                eprintln!(
+                    "eclat profile: {:>10} {:>8} {:?} <- {:?} {:.3} ms",
+                    instr.op.name(),
+                    instr.dtype.name(),
+                    instr.shape,
+                    instr.srcs.iter().map(|&s| self.value(s).layout.shape.clone()).collect::<Vec<_>>(),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+            }
             self.storages[value.storage].refs += 1;
             self.values[i] = Some(value);
             let instr = &self.program.instrs[i];
@@ -200,8 +248,8 @@ impl<'p> Executor<'p> {
                 (ptr.unwrap_or(NonNull::<u64>::dangling().cast()), None)
             }
             None => {
-                let words = OwnedWords::zeroed(bytes)?;
-                (words.ptr.cast(), Some(words))
+                let mut words = OwnedWords::new(bytes)?;
+                (words.ptr(), Some(words))
             }
         };
         if ptr.as_ptr() as usize % T::DTYPE.size().min(8) != 0 {
@@ -469,7 +517,7 @@ impl<'p> Executor<'p> {
                         let (v, out) = self.alloc::<T>(i)?;
                         copy(out, self.src::<T>(instr, s[0])?);
                         let data = self.src::<T>(instr, s[2])?.data;
-                        scatter(name, out, shape, axis, self.src::<i32>(instr, s[1])?, Src { data, layout: &src_view }, |a: T, b: T| a.add(b))?;
+                        scatter(name, out, shape, axis, self.src::<i32>(instr, s[1])?, Src { data, layout: &src_view }, T::ZERO, |a: T, b: T| a.add(b))?;
                         v
                     })
                 } else {
@@ -477,7 +525,7 @@ impl<'p> Executor<'p> {
                         let (v, out) = self.alloc::<T>(i)?;
                         copy(out, self.src::<T>(instr, s[0])?);
                         let data = self.src::<T>(instr, s[2])?.data;
-                        scatter(name, out, shape, axis, self.src::<i32>(instr, s[1])?, Src { data, layout: &src_view }, max_nan::<T>)?;
+                        scatter(name, out, shape, axis, self.src::<i32>(instr, s[1])?, Src { data, layout: &src_view }, T::LOWEST, max_nan::<T>)?;
                         v
                     })
                 }

@@ -167,8 +167,16 @@ pub fn for_each_run<const K: usize>(
         }
         return;
     }
-    // Multi-index of `start` and the operands' offsets there.
-    let mut index = vec![0usize; nd];
+    // Multi-index of `start` and the operands' offsets there (on the stack for
+    // the usual ranks: this runs once per row of many kernels).
+    let mut inline = [0usize; 16];
+    let mut heap = Vec::new();
+    let index: &mut [usize] = if nd <= inline.len() {
+        &mut inline[..nd]
+    } else {
+        heap.resize(nd, 0);
+        &mut heap
+    };
     let mut rem = start;
     for d in (0..nd).rev() {
         index[d] = rem % shape[d];
@@ -204,6 +212,35 @@ pub fn for_each_run<const K: usize>(
             }
         }
     }
+}
+
+/// Like [`for_each_run`], but walks 2-D tiles: each call `f(offsets, position,
+/// rows, cols)` covers `rows` consecutive rows of the last axis (`cols` long),
+/// rows advancing by `strides[k][last - 1]`. Short last axes (pooling windows,
+/// broadcast rows) then cost one call per tile instead of one per row.
+/// `start` and `end` must be multiples of the last axis's length.
+pub fn for_each_tile<const K: usize>(
+    shape: &[usize],
+    strides: &[Vec<isize>; K],
+    base: [isize; K],
+    start: usize,
+    end: usize,
+    mut f: impl FnMut([isize; K], usize, usize, usize),
+) {
+    let nd = shape.len();
+    if nd < 2 {
+        for_each_run(shape, strides, base, start, end, |o, pos, len| f(o, pos, 1, len));
+        return;
+    }
+    let cols = shape[nd - 1];
+    debug_assert!(start % cols == 0 && end % cols == 0, "tiles start on row boundaries");
+    let outer: [Vec<isize>; K] = std::array::from_fn(|k| strides[k][..nd - 1].to_vec());
+    for_each_run(&shape[..nd - 1], &outer, base, start / cols, end / cols, |o, row, rows| f(o, row * cols, rows, cols));
+}
+
+/// Rows of a row-major shape: the granule chunks must respect for tiles.
+pub fn row_len(shape: &[usize]) -> usize {
+    if shape.len() < 2 { 1 } else { shape[shape.len() - 1].max(1) }
 }
 
 #[cfg(test)]

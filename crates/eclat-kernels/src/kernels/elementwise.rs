@@ -1,22 +1,32 @@
 //! Maps of one, two or three strided inputs into a contiguous output, with fast
 //! paths for contiguous (stride 1) and broadcast (stride 0) inner runs.
 
-use super::{par_chunks, Src};
-use crate::layout::{collapse, contiguous_strides, for_each_run};
+use super::{par_chunks, par_chunks_of, Src};
+use crate::layout::{collapse, contiguous_strides, for_each_run, for_each_tile, row_len};
+
+/// Strides of operand `k` within a tile: (between rows, within a row).
+fn tile_steps<const K: usize>(strides: &[Vec<isize>; K]) -> [(isize, isize); K] {
+    std::array::from_fn(|k| {
+        let s = &strides[k];
+        (if s.len() > 1 { s[s.len() - 2] } else { 0 }, s[s.len() - 1])
+    })
+}
 
 /// `out[i] = f(a[i])` over `shape`.
 pub fn map1<A: Copy + Sync, U: Send>(out: &mut [U], shape: &[usize], a: Src<A>, f: impl Fn(A) -> U + Sync) {
     let out_strides = contiguous_strides(shape);
     let (cshape, [_, sa]) = collapse(shape, [&out_strides, &a.layout.strides]);
-    let ia = *sa.last().unwrap();
     let strides = [sa];
-    par_chunks(out, |chunk, start| {
-        for_each_run(&cshape, &strides, [a.layout.offset], start, start + chunk.len(), |[oa], pos, len| {
-            let o = &mut chunk[pos - start..pos - start + len];
-            let oa = oa as usize;
-            match ia {
-                1 => o.iter_mut().zip(&a.data[oa..oa + len]).for_each(|(o, &x)| *o = f(x)),
-                _ => o.iter_mut().enumerate().for_each(|(i, o)| *o = f(a.data[(oa as isize + i as isize * ia) as usize])),
+    let [(ra, ia)] = tile_steps(&strides);
+    par_chunks_of(out, row_len(&cshape), |chunk, start| {
+        for_each_tile(&cshape, &strides, [a.layout.offset], start, start + chunk.len(), |[oa], pos, rows, cols| {
+            for r in 0..rows {
+                let o = &mut chunk[pos - start + r * cols..pos - start + (r + 1) * cols];
+                let oa = oa + r as isize * ra;
+                match ia {
+                    1 => o.iter_mut().zip(&a.data[oa as usize..oa as usize + cols]).for_each(|(o, &x)| *o = f(x)),
+                    _ => o.iter_mut().enumerate().for_each(|(i, o)| *o = f(a.data[(oa + i as isize * ia) as usize])),
+                }
             }
         });
     });
@@ -32,30 +42,33 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, U: Send>(
 ) {
     let out_strides = contiguous_strides(shape);
     let (cshape, [_, sa, sb]) = collapse(shape, [&out_strides, &a.layout.strides, &b.layout.strides]);
-    let (ia, ib) = (*sa.last().unwrap(), *sb.last().unwrap());
     let strides = [sa, sb];
+    let [(ra, ia), (rb, ib)] = tile_steps(&strides);
     let base = [a.layout.offset, b.layout.offset];
-    par_chunks(out, |chunk, start| {
-        for_each_run(&cshape, &strides, base, start, start + chunk.len(), |[oa, ob], pos, len| {
-            let o = &mut chunk[pos - start..pos - start + len];
-            let (oa, ob) = (oa as usize, ob as usize);
-            match (ia, ib) {
-                (1, 1) => {
-                    let (a, b) = (&a.data[oa..oa + len], &b.data[ob..ob + len]);
-                    o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y));
+    par_chunks_of(out, row_len(&cshape), |chunk, start| {
+        for_each_tile(&cshape, &strides, base, start, start + chunk.len(), |[oa, ob], pos, rows, cols| {
+            for r in 0..rows {
+                let o = &mut chunk[pos - start + r * cols..pos - start + (r + 1) * cols];
+                let (oa, ob) = (oa + r as isize * ra, ob + r as isize * rb);
+                let (ua, ub) = (oa as usize, ob as usize);
+                match (ia, ib) {
+                    (1, 1) => {
+                        let (a, b) = (&a.data[ua..ua + cols], &b.data[ub..ub + cols]);
+                        o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = f(x, y));
+                    }
+                    (1, 0) => {
+                        let y = b.data[ub];
+                        o.iter_mut().zip(&a.data[ua..ua + cols]).for_each(|(o, &x)| *o = f(x, y));
+                    }
+                    (0, 1) => {
+                        let x = a.data[ua];
+                        o.iter_mut().zip(&b.data[ub..ub + cols]).for_each(|(o, &y)| *o = f(x, y));
+                    }
+                    _ => o.iter_mut().enumerate().for_each(|(i, o)| {
+                        let i = i as isize;
+                        *o = f(a.data[(oa + i * ia) as usize], b.data[(ob + i * ib) as usize]);
+                    }),
                 }
-                (1, 0) => {
-                    let y = b.data[ob];
-                    o.iter_mut().zip(&a.data[oa..oa + len]).for_each(|(o, &x)| *o = f(x, y));
-                }
-                (0, 1) => {
-                    let x = a.data[oa];
-                    o.iter_mut().zip(&b.data[ob..ob + len]).for_each(|(o, &y)| *o = f(x, y));
-                }
-                _ => o.iter_mut().enumerate().for_each(|(i, o)| {
-                    let i = i as isize;
-                    *o = f(a.data[(oa as isize + i * ia) as usize], b.data[(ob as isize + i * ib) as usize]);
-                }),
             }
         });
     });
@@ -73,26 +86,30 @@ pub fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Send>(
     let out_strides = contiguous_strides(shape);
     let (cshape, [_, sa, sb, sc]) =
         collapse(shape, [&out_strides, &a.layout.strides, &b.layout.strides, &c.layout.strides]);
-    let inner = [*sa.last().unwrap(), *sb.last().unwrap(), *sc.last().unwrap()];
     let strides = [sa, sb, sc];
+    let steps = tile_steps(&strides);
+    let inner = [steps[0].1, steps[1].1, steps[2].1];
     let base = [a.layout.offset, b.layout.offset, c.layout.offset];
-    par_chunks(out, |chunk, start| {
-        for_each_run(&cshape, &strides, base, start, start + chunk.len(), |[oa, ob, oc], pos, len| {
-            let o = &mut chunk[pos - start..pos - start + len];
-            if inner == [1, 1, 1] {
-                let (oa, ob, oc) = (oa as usize, ob as usize, oc as usize);
-                let (a, b, c) = (&a.data[oa..oa + len], &b.data[ob..ob + len], &c.data[oc..oc + len]);
-                for i in 0..len {
-                    o[i] = f(a[i], b[i], c[i]);
-                }
-            } else {
-                for (i, o) in o.iter_mut().enumerate() {
-                    let i = i as isize;
-                    *o = f(
-                        a.data[(oa + i * inner[0]) as usize],
-                        b.data[(ob + i * inner[1]) as usize],
-                        c.data[(oc + i * inner[2]) as usize],
-                    );
+    par_chunks_of(out, row_len(&cshape), |chunk, start| {
+        for_each_tile(&cshape, &strides, base, start, start + chunk.len(), |o3, pos, rows, cols| {
+            for r in 0..rows {
+                let o = &mut chunk[pos - start + r * cols..pos - start + (r + 1) * cols];
+                let [oa, ob, oc]: [isize; 3] = std::array::from_fn(|k| o3[k] + r as isize * steps[k].0);
+                if inner == [1, 1, 1] {
+                    let (oa, ob, oc) = (oa as usize, ob as usize, oc as usize);
+                    let (a, b, c) = (&a.data[oa..oa + cols], &b.data[ob..ob + cols], &c.data[oc..oc + cols]);
+                    for i in 0..cols {
+                        o[i] = f(a[i], b[i], c[i]);
+                    }
+                } else {
+                    for (i, o) in o.iter_mut().enumerate() {
+                        let i = i as isize;
+                        *o = f(
+                            a.data[(oa + i * inner[0]) as usize],
+                            b.data[(ob + i * inner[1]) as usize],
+                            c.data[(oc + i * inner[2]) as usize],
+                        );
+                    }
                 }
             }
         });

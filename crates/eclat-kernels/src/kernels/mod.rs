@@ -21,8 +21,13 @@ pub struct Src<'a, T> {
 /// Runs `body(chunk, start)` over chunks of `out` (in parallel when it is large),
 /// where `start` is the chunk's first row-major position.
 pub(crate) fn par_chunks<U: Send>(out: &mut [U], body: impl Fn(&mut [U], usize) + Sync) {
+    par_chunks_of(out, 1, body)
+}
+
+/// Like [`par_chunks`] with every chunk a multiple of `granule` positions long.
+pub(crate) fn par_chunks_of<U: Send>(out: &mut [U], granule: usize, body: impl Fn(&mut [U], usize) + Sync) {
     let n = out.len();
-    let len = chunk_len(n);
+    let len = chunk_len(n).next_multiple_of(granule.max(1));
     if n <= len {
         body(out, 0);
     } else {
@@ -59,6 +64,21 @@ pub(crate) struct SharedOut<T> {
 unsafe impl<T: Send> Send for SharedOut<T> {}
 // SAFETY: as above; no position is read or written by two tasks.
 unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T: Copy> SharedOut<T> {
+    /// Replaces the value at `i` by `f(old)`, panicking (never touching memory)
+    /// if `i` is out of bounds.
+    #[inline(always)]
+    pub(crate) fn update(&self, i: usize, f: impl FnOnce(T) -> T) {
+        assert!(i < self.len, "kernel write at {i} past the output of {} elements", self.len);
+        // SAFETY: in bounds (checked above) of a slice that outlives the kernel;
+        // the caller guarantees no other task reads or writes position `i`.
+        unsafe {
+            let p = self.ptr.add(i);
+            p.write(f(p.read()));
+        }
+    }
+}
 
 impl<T> SharedOut<T> {
     pub(crate) fn new(out: &mut [T]) -> Self {

@@ -49,7 +49,22 @@ pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: 
         });
         acc
     };
+    // Short rows (pooling windows, small axes): walk precomputed offsets. One
+    // block, folded in order, so the result is the same as the general path.
+    let small: Option<Vec<isize>> = (m <= 4096 && m <= BLOCK).then(|| {
+        let mut offsets = Vec::with_capacity(m);
+        for_each_run(&ishape, &istrides, [0], 0, m, |[o], _, len| {
+            for i in 0..len as isize {
+                offsets.push(o + i * inner_step);
+            }
+        });
+        offsets
+    });
     let fold_row_serial = |base: isize| -> T {
+        if let Some(offsets) = &small {
+            let acc = offsets.iter().fold(fold.init, |acc, &o| (fold.step)(acc, src.data[(base + o) as usize]));
+            return (fold.finish)((fold.merge)(fold.init, acc));
+        }
         let mut acc = fold.init;
         let mut start = 0;
         while start < m {
