@@ -9,7 +9,7 @@ use crate::error::{ErrorKind, KernelError, Result};
 use crate::kernels::elementwise::{copy, map1, map2, map3, pad};
 use crate::kernels::index::{gather, scatter};
 use crate::kernels::matmul::matmul;
-use crate::kernels::reduce::{reduce, Fold};
+use crate::kernels::reduce::{reduce, Max, Min, Prod, Sum};
 use crate::kernels::scan::scan;
 use crate::kernels::Src;
 use crate::layout::{numel, Layout};
@@ -559,22 +559,10 @@ impl<'p> Executor<'p> {
             }};
         }
         Ok(match instr.op {
-            Op::Sum => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
-                init: T::ZERO.acc(), step: |a, x| T::acc_add(a, x.acc()), merge: T::acc_add, finish: T::from_acc,
-            })),
-            Op::Prod => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
-                init: T::ONE.acc(), step: |a, x| T::acc_mul(a, x.acc()), merge: T::acc_mul, finish: T::from_acc,
-            })),
-            Op::Max => with_any_dtype!(instr.dtype, T => run!(T, Fold::<T, Option<T>> {
-                init: None, step: |a, x| Some(a.map_or(x, |a| max_nan(a, x))),
-                merge: |a, b| match (a, b) { (Some(a), Some(b)) => Some(max_nan(a, b)), (a, None) => a, (None, b) => b },
-                finish: |a| a.unwrap_or_default(),
-            })),
-            Op::Min => with_any_dtype!(instr.dtype, T => run!(T, Fold::<T, Option<T>> {
-                init: None, step: |a, x| Some(a.map_or(x, |a| min_nan(a, x))),
-                merge: |a, b| match (a, b) { (Some(a), Some(b)) => Some(min_nan(a, b)), (a, None) => a, (None, b) => b },
-                finish: |a| a.unwrap_or_default(),
-            })),
+            Op::Sum => with_num_dtype!(instr.dtype, name, T => run!(T, Sum)),
+            Op::Prod => with_num_dtype!(instr.dtype, name, T => run!(T, Prod)),
+            Op::Max => with_any_dtype!(instr.dtype, T => run!(T, Max)),
+            Op::Min => with_any_dtype!(instr.dtype, T => run!(T, Min)),
             _ => unreachable!("reduce called for {name}"),
         })
     }
@@ -595,17 +583,9 @@ impl<'p> Executor<'p> {
             }};
         }
         Ok(match instr.op {
-            Op::Cumsum => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
-                init: T::ZERO.acc(), step: |a, x| T::acc_add(a, x.acc()), merge: T::acc_add, finish: T::from_acc,
-            })),
-            Op::Cumprod => with_num_dtype!(instr.dtype, name, T => run!(T, Fold::<T, <T as Num>::Acc> {
-                init: T::ONE.acc(), step: |a, x| T::acc_mul(a, x.acc()), merge: T::acc_mul, finish: T::from_acc,
-            })),
-            Op::Cummax => with_any_dtype!(instr.dtype, T => run!(T, Fold::<T, Option<T>> {
-                init: None, step: |a, x| Some(a.map_or(x, |a| max_nan(a, x))),
-                merge: |a, b| match (a, b) { (Some(a), Some(b)) => Some(max_nan(a, b)), (a, None) => a, (None, b) => b },
-                finish: |a| a.unwrap_or_default(),
-            })),
+            Op::Cumsum => with_num_dtype!(instr.dtype, name, T => run!(T, Sum)),
+            Op::Cumprod => with_num_dtype!(instr.dtype, name, T => run!(T, Prod)),
+            Op::Cummax => with_any_dtype!(instr.dtype, T => run!(T, Max)),
             _ => unreachable!("scan called for {name}"),
         })
     }

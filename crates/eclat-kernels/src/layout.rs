@@ -228,6 +228,9 @@ pub fn for_each_tile<const K: usize>(
     mut f: impl FnMut([isize; K], usize, usize, usize),
 ) {
     let nd = shape.len();
+    if start >= end {
+        return;
+    }
     if nd < 2 {
         for_each_run(shape, strides, base, start, end, |o, pos, len| f(o, pos, 1, len));
         return;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod kernels;
 pub mod layout;
+pub mod machine;
 pub mod op;
 pub mod pool;
 pub mod program;

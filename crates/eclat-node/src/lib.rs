@@ -81,3 +81,24 @@ pub fn primitive_names() -> Vec<String> {
 pub fn num_threads() -> u32 {
     pool::num_threads() as u32
 }
+
+/// The machine's limits, measured now on the kernel pool (for benchmarks):
+/// triad and read bandwidth in GB/s over arrays of `bytes`, float32 FMA peak in GFLOP/s.
+#[napi(object)]
+pub struct MachineLimits {
+    pub triad_gbps: f64,
+    pub read_gbps: f64,
+    pub fma_peak_gflops: f64,
+}
+
+/// Measures memory bandwidth (arrays of `bytes` each) and the float32 FMA peak.
+#[napi]
+pub fn measure_machine(bytes: u32) -> MachineLimits {
+    use eclat_kernels::machine;
+    let bytes = bytes as usize;
+    MachineLimits {
+        triad_gbps: machine::triad_gbps(bytes),
+        read_gbps: machine::read_gbps(bytes),
+        fma_peak_gflops: machine::fma_peak_gflops(),
+    }
+}

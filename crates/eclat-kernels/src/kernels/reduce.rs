@@ -5,6 +5,7 @@
 //! thread count: threads split the outputs, or the blocks of one long row.
 
 use super::Src;
+use crate::dtype::{max_nan, min_nan, Elem, Num};
 use crate::layout::{collapse, for_each_run, numel, Layout};
 use crate::pool::{num_threads, PARALLEL_THRESHOLD};
 use rayon::prelude::*;
@@ -12,16 +13,121 @@ use rayon::prelude::*;
 /// Positions folded serially before merging; fixed so results are reproducible.
 pub const BLOCK: usize = 1 << 15;
 
-/// How to fold values of type `T` into an accumulator `A`.
-pub struct Fold<T, A> {
-    pub init: A,
-    pub step: fn(A, T) -> A,
-    pub merge: fn(A, A) -> A,
-    pub finish: fn(A) -> T,
+/// How to fold values of type `T`: statically dispatched so the per-element
+/// step inlines into the kernel loops.
+pub trait Fold<T: Copy>: Sync {
+    type Acc: Copy + Send + Sync;
+    fn init(&self) -> Self::Acc;
+    fn step(&self, acc: Self::Acc, x: T) -> Self::Acc;
+    fn merge(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    fn finish(&self, acc: Self::Acc) -> T;
+    /// Folds a contiguous run; sums override it with independent lanes.
+    #[inline(always)]
+    fn fold_slice(&self, acc: Self::Acc, xs: &[T]) -> Self::Acc {
+        xs.iter().fold(acc, |a, &x| self.step(a, x))
+    }
 }
 
+/// Sum, accumulated in `T::Acc` (f64 for floats, wrapping i32 for int32).
+pub struct Sum;
+/// Product, accumulated like `Sum`.
+pub struct Prod;
+/// Maximum, NaN-propagating.
+pub struct Max;
+/// Minimum, NaN-propagating.
+pub struct Min;
+
+/// Lanes of the lane-parallel sum: independent accumulators LLVM keeps in vector registers.
+const LANES: usize = 8;
+
+impl<T: Num> Fold<T> for Sum {
+    type Acc = T::Acc;
+    #[inline(always)]
+    fn init(&self) -> T::Acc {
+        T::ZERO.acc()
+    }
+    #[inline(always)]
+    fn step(&self, a: T::Acc, x: T) -> T::Acc {
+        T::acc_add(a, x.acc())
+    }
+    #[inline(always)]
+    fn merge(&self, a: T::Acc, b: T::Acc) -> T::Acc {
+        T::acc_add(a, b)
+    }
+    #[inline(always)]
+    fn finish(&self, a: T::Acc) -> T {
+        T::from_acc(a)
+    }
+    #[inline(always)]
+    fn fold_slice(&self, acc: T::Acc, xs: &[T]) -> T::Acc {
+        let mut lanes = [T::ZERO.acc(); LANES];
+        let chunks = xs.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..LANES {
+                lanes[i] = T::acc_add(lanes[i], c[i].acc());
+            }
+        }
+        let mut total = acc;
+        for l in lanes {
+            total = T::acc_add(total, l);
+        }
+        tail.iter().fold(total, |a, &x| T::acc_add(a, x.acc()))
+    }
+}
+
+impl<T: Num> Fold<T> for Prod {
+    type Acc = T::Acc;
+    #[inline(always)]
+    fn init(&self) -> T::Acc {
+        T::ONE.acc()
+    }
+    #[inline(always)]
+    fn step(&self, a: T::Acc, x: T) -> T::Acc {
+        T::acc_mul(a, x.acc())
+    }
+    #[inline(always)]
+    fn merge(&self, a: T::Acc, b: T::Acc) -> T::Acc {
+        T::acc_mul(a, b)
+    }
+    #[inline(always)]
+    fn finish(&self, a: T::Acc) -> T {
+        T::from_acc(a)
+    }
+}
+
+macro_rules! extreme_fold {
+    ($name:ident, $pick:ident) => {
+        impl<T: Elem> Fold<T> for $name {
+            type Acc = Option<T>;
+            #[inline(always)]
+            fn init(&self) -> Option<T> {
+                None
+            }
+            #[inline(always)]
+            fn step(&self, a: Option<T>, x: T) -> Option<T> {
+                Some(a.map_or(x, |a| $pick(a, x)))
+            }
+            #[inline(always)]
+            fn merge(&self, a: Option<T>, b: Option<T>) -> Option<T> {
+                match (a, b) {
+                    (Some(a), Some(b)) => Some($pick(a, b)),
+                    (a, None) => a,
+                    (None, b) => b,
+                }
+            }
+            #[inline(always)]
+            fn finish(&self, a: Option<T>) -> T {
+                a.unwrap_or_default()
+            }
+        }
+    };
+}
+extreme_fold!(Max, max_nan);
+extreme_fold!(Min, min_nan);
+
 /// Reduces `src` over `axes`, writing one value per output position.
-pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: Src<T>, axes: &[usize], fold: &Fold<T, A>) {
+pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axes: &[usize], fold: &F) {
     let nd = src.layout.shape.len();
     let keep: Vec<usize> = (0..nd).filter(|d| !axes.contains(d)).collect();
     let order: Vec<usize> = keep.iter().chain(axes.iter()).copied().collect();
@@ -35,15 +141,15 @@ pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: 
     let istrides = [istr];
 
     // Folds positions `start..end` of one output's inner block, starting at `base`.
-    let fold_range = |base: isize, start: usize, end: usize| -> A {
-        let mut acc = fold.init;
+    let fold_range = |base: isize, start: usize, end: usize| -> F::Acc {
+        let mut acc = fold.init();
         for_each_run(&ishape, &istrides, [base], start, end, |[o], _, len| {
             if inner_step == 1 {
                 let o = o as usize;
-                acc = src.data[o..o + len].iter().fold(acc, |acc, &x| (fold.step)(acc, x));
+                acc = fold.fold_slice(acc, &src.data[o..o + len]);
             } else {
                 for i in 0..len as isize {
-                    acc = (fold.step)(acc, src.data[(o + i * inner_step) as usize]);
+                    acc = fold.step(acc, src.data[(o + i * inner_step) as usize]);
                 }
             }
         });
@@ -62,17 +168,17 @@ pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: 
     });
     let fold_row_serial = |base: isize| -> T {
         if let Some(offsets) = &small {
-            let acc = offsets.iter().fold(fold.init, |acc, &o| (fold.step)(acc, src.data[(base + o) as usize]));
-            return (fold.finish)((fold.merge)(fold.init, acc));
+            let acc = offsets.iter().fold(fold.init(), |acc, &o| fold.step(acc, src.data[(base + o) as usize]));
+            return fold.finish(fold.merge(fold.init(), acc));
         }
-        let mut acc = fold.init;
+        let mut acc = fold.init();
         let mut start = 0;
         while start < m {
             let end = (start + BLOCK).min(m);
-            acc = (fold.merge)(acc, fold_range(base, start, end));
+            acc = fold.merge(acc, fold_range(base, start, end));
             start = end;
         }
-        (fold.finish)(acc)
+        fold.finish(acc)
     };
 
     let n_out = out.len();
@@ -82,11 +188,11 @@ pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: 
         for (i, o) in out.iter_mut().enumerate() {
             let mut base = 0;
             for_each_run(&oshape, &ostrides, [src.layout.offset], i, i + 1, |[b], _, _| base = b);
-            let partials: Vec<A> = (0..m.div_ceil(BLOCK))
+            let partials: Vec<F::Acc> = (0..m.div_ceil(BLOCK))
                 .into_par_iter()
                 .map(|b| fold_range(base, b * BLOCK, ((b + 1) * BLOCK).min(m)))
                 .collect();
-            *o = (fold.finish)(partials.into_iter().fold(fold.init, fold.merge));
+            *o = fold.finish(partials.into_iter().fold(fold.init(), |a, b| fold.merge(a, b)));
         }
         return;
     }
@@ -116,9 +222,6 @@ pub fn reduce<T: Copy + Send + Sync, A: Copy + Send + Sync>(out: &mut [T], src: 
 mod tests {
     use super::*;
 
-    fn sum_f32() -> Fold<f32, f64> {
-        Fold { init: 0.0, step: |a, x| a + x as f64, merge: |a, b| a + b, finish: |a| a as f32 }
-    }
 
     #[test]
     fn sums_each_axis() {
@@ -126,13 +229,13 @@ mod tests {
         let l = Layout::contiguous(&[2, 3]);
         let src = Src { data: &data, layout: &l };
         let mut rows = vec![0f32; 2];
-        reduce(&mut rows, src, &[1], &sum_f32());
+        reduce(&mut rows, src, &[1], &Sum);
         assert_eq!(rows, vec![3.0, 12.0]);
         let mut cols = vec![0f32; 3];
-        reduce(&mut cols, src, &[0], &sum_f32());
+        reduce(&mut cols, src, &[0], &Sum);
         assert_eq!(cols, vec![3.0, 5.0, 7.0]);
         let mut all = vec![0f32; 1];
-        reduce(&mut all, src, &[0, 1], &sum_f32());
+        reduce(&mut all, src, &[0, 1], &Sum);
         assert_eq!(all, vec![15.0]);
     }
 
@@ -143,7 +246,7 @@ mod tests {
             let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 7.0).collect();
             let l = Layout::contiguous(&shape);
             let mut out = vec![0f32; shape[0]];
-            reduce(&mut out, Src { data: &data, layout: &l }, &[1], &sum_f32());
+            reduce(&mut out, Src { data: &data, layout: &l }, &[1], &Sum);
             for r in 0..shape[0] {
                 let exact: f64 = data[r * shape[1]..(r + 1) * shape[1]].iter().map(|&x| x as f64).sum();
                 assert!((out[r] as f64 - exact).abs() <= exact.abs() * 1e-6, "{shape:?} row {r}");
@@ -156,7 +259,7 @@ mod tests {
         let data: Vec<f32> = vec![];
         let l = Layout::contiguous(&[3, 0]);
         let mut out = vec![9f32; 3];
-        reduce(&mut out, Src { data: &data, layout: &l }, &[1], &sum_f32());
+        reduce(&mut out, Src { data: &data, layout: &l }, &[1], &Sum);
         assert_eq!(out, vec![0.0; 3]);
     }
 }

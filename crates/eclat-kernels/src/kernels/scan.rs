@@ -6,19 +6,15 @@
 //! thread count.
 
 use super::reduce::{Fold, BLOCK};
+#[cfg(test)]
+use super::reduce::Sum;
 use super::{SharedOut, Src};
 use crate::layout::{collapse, contiguous_strides, for_each_run, numel};
 use crate::pool::{num_threads, PARALLEL_THRESHOLD};
 use rayon::prelude::*;
 
 /// Scans `src` along `axis` into the contiguous `out` (same shape).
-pub fn scan<T: Copy + Send + Sync, A: Copy + Send + Sync>(
-    out: &mut [T],
-    src: Src<T>,
-    axis: usize,
-    reverse: bool,
-    fold: &Fold<T, A>,
-) {
+pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axis: usize, reverse: bool, fold: &F) {
     let shape = &src.layout.shape;
     let len = shape[axis];
     if out.is_empty() {
@@ -36,10 +32,10 @@ pub fn scan<T: Copy + Send + Sync, A: Copy + Send + Sync>(
     // Element `i` of a line in scan order (from the end when reversed).
     let at = |i: usize| if reverse { (len - 1 - i) as isize } else { i as isize };
 
-    let scan_range = |bi: isize, bo: isize, start: usize, end: usize, mut acc: A| {
+    let scan_range = |bi: isize, bo: isize, start: usize, end: usize, mut acc: F::Acc| {
         for i in start..end {
-            acc = (fold.step)(acc, src.data[(bi + at(i) * s_in) as usize]);
-            shared.write((bo + at(i) * s_out) as usize, (fold.finish)(acc));
+            acc = fold.step(acc, src.data[(bi + at(i) * s_in) as usize]);
+            shared.write((bo + at(i) * s_out) as usize, fold.finish(acc));
         }
     };
     let line_bases = |first: usize, count: usize| {
@@ -56,21 +52,21 @@ pub fn scan<T: Copy + Send + Sync, A: Copy + Send + Sync>(
     if n_lines < num_threads() && len >= 2 * PARALLEL_THRESHOLD {
         for (bi, bo) in line_bases(0, n_lines) {
             let blocks = len.div_ceil(BLOCK);
-            let totals: Vec<A> = (0..blocks)
+            let totals: Vec<F::Acc> = (0..blocks)
                 .into_par_iter()
                 .map(|b| {
-                    let mut acc = fold.init;
+                    let mut acc = fold.init();
                     for i in b * BLOCK..((b + 1) * BLOCK).min(len) {
-                        acc = (fold.step)(acc, src.data[(bi + at(i) * s_in) as usize]);
+                        acc = fold.step(acc, src.data[(bi + at(i) * s_in) as usize]);
                     }
                     acc
                 })
                 .collect();
             let mut starts = Vec::with_capacity(blocks);
-            let mut acc = fold.init;
+            let mut acc = fold.init();
             for t in totals {
                 starts.push(acc);
-                acc = (fold.merge)(acc, t);
+                acc = fold.merge(acc, t);
             }
             starts.into_par_iter().enumerate().for_each(|(b, start)| {
                 scan_range(bi, bo, b * BLOCK, ((b + 1) * BLOCK).min(len), start)
@@ -81,14 +77,14 @@ pub fn scan<T: Copy + Send + Sync, A: Copy + Send + Sync>(
     let lines_per_task = (PARALLEL_THRESHOLD / len.max(1)).max(1);
     if n_lines <= lines_per_task {
         for (bi, bo) in line_bases(0, n_lines) {
-            scan_range(bi, bo, 0, len, fold.init);
+            scan_range(bi, bo, 0, len, fold.init());
         }
     } else {
         let per = lines_per_task.max(n_lines.div_ceil(num_threads() * 4));
         (0..n_lines.div_ceil(per)).into_par_iter().for_each(|t| {
             let first = t * per;
             for (bi, bo) in line_bases(first, per.min(n_lines - first)) {
-                scan_range(bi, bo, 0, len, fold.init);
+                scan_range(bi, bo, 0, len, fold.init());
             }
         });
     }
@@ -99,9 +95,6 @@ mod tests {
     use super::*;
     use crate::layout::Layout;
 
-    fn cumsum() -> Fold<f64, f64> {
-        Fold { init: 0.0, step: |a, x| a + x, merge: |a, b| a + b, finish: |a| a }
-    }
 
     #[test]
     fn scans_both_axes_and_directions() {
@@ -109,11 +102,11 @@ mod tests {
         let l = Layout::contiguous(&[2, 3]);
         let src = Src { data: &data, layout: &l };
         let mut out = vec![0.0; 6];
-        scan(&mut out, src, 1, false, &cumsum());
+        scan(&mut out, src, 1, false, &Sum);
         assert_eq!(out, vec![1.0, 3.0, 6.0, 4.0, 9.0, 15.0]);
-        scan(&mut out, src, 0, false, &cumsum());
+        scan(&mut out, src, 0, false, &Sum);
         assert_eq!(out, vec![1.0, 2.0, 3.0, 5.0, 7.0, 9.0]);
-        scan(&mut out, src, 1, true, &cumsum());
+        scan(&mut out, src, 1, true, &Sum);
         assert_eq!(out, vec![6.0, 5.0, 3.0, 15.0, 11.0, 6.0]);
     }
 
@@ -124,7 +117,7 @@ mod tests {
         let l = Layout::contiguous(&[n]);
         for reverse in [false, true] {
             let mut out = vec![0.0; n];
-            scan(&mut out, Src { data: &data, layout: &l }, 0, reverse, &cumsum());
+            scan(&mut out, Src { data: &data, layout: &l }, 0, reverse, &Sum);
             let mut acc = 0.0;
             for k in 0..n {
                 let i = if reverse { n - 1 - k } else { k };
