@@ -1,4 +1,4 @@
-import { DTypeError } from './errors.js'
+import { AllocationError, DTypeError } from './errors.js'
 
 /**
  * The element types a tensor can hold.
@@ -11,23 +11,32 @@ export type DType = 'float32' | 'float64' | 'int32' | 'bool'
 /** Every dtype, in promotion order (bool < int32 < float32 < float64). */
 export const DTYPES: readonly DType[] = ['bool', 'int32', 'float32', 'float64']
 
-/** The typed array that stores each dtype (bool as 0/1 bytes). */
+/**
+ * The typed array that stores each dtype (bool as 0/1 bytes).
+ *
+ * @example
+ * const values: TypedArray = tensor([1, 2]).dataSync() // Float32Array
+ */
 export type TypedArray = Float32Array | Float64Array | Int32Array | Uint8Array
 
 /** The dtype codes of the encoded program (`crates/eclat-kernels/src/dtype.rs`). */
 export const DTYPE_CODE: Record<DType, number> = { float32: 0, float64: 1, int32: 2, bool: 3 }
 
-/** Allocates a zeroed typed array for `n` elements of `dtype`. */
+/** Allocates a zeroed typed array for `n` elements of `dtype`; an AllocationError when memory runs out. */
 export function allocate(dtype: DType, n: number): TypedArray {
-  switch (dtype) {
-    case 'float32':
-      return new Float32Array(n)
-    case 'float64':
-      return new Float64Array(n)
-    case 'int32':
-      return new Int32Array(n)
-    case 'bool':
-      return new Uint8Array(n)
+  try {
+    switch (dtype) {
+      case 'float32':
+        return new Float32Array(n)
+      case 'float64':
+        return new Float64Array(n)
+      case 'int32':
+        return new Int32Array(n)
+      case 'bool':
+        return new Uint8Array(n)
+    }
+  } catch (e) {
+    throw new AllocationError(`cannot allocate ${n} elements of ${dtype} (${n * itemSize(dtype)} bytes): ${(e as Error).message}`)
   }
 }
 

@@ -15,7 +15,12 @@ import { accumulateBackward } from './autograd/backward.js'
 /** Tensors that asked for gradients (`requiresGrad`), by their current node: the leaves `backward()` fills. */
 export const gradLeaves = new WeakMap<LazyNode, Tensor>()
 
-/** A tensor or a JS scalar where an op accepts either. */
+/**
+ * A tensor or a JS scalar where an op accepts either.
+ *
+ * @example
+ * const other: TensorLike = 2.5
+ */
 export type TensorLike = Tensor | number | boolean
 
 /**
@@ -33,13 +38,23 @@ export interface TensorOptions {
   requiresGrad?: boolean
 }
 
-/** Options of the scans (`cumsum`, `cumprod`, `cummax`). */
+/**
+ * Options of the scans (`cumsum`, `cumprod`, `cummax`).
+ *
+ * @example
+ * x.cumsum(0, { reverse: true })
+ */
 export interface ScanOptions {
   /** Scan from the last element to the first. */
   reverse?: boolean
 }
 
-/** One axis of a slice: `[start, stop, step?]`, or `null` for the whole axis. */
+/**
+ * One axis of a slice: `[start, stop, step?]`, or `null` for the whole axis.
+ *
+ * @example
+ * const rows: SliceRange = [0, -1, 2]
+ */
 export type SliceRange = readonly [number, number, number?] | readonly [number] | null
 
 let inputCounter = 0

@@ -12,7 +12,12 @@ import { full, zeros } from '../creation.js'
 import { gradLeaves, Tensor } from '../tensor.js'
 import { VJP_RULES } from './rules.js'
 
-/** Options of `backward`. */
+/**
+ * Options of `backward`.
+ *
+ * @example
+ * backward(y, [x], { gradOutput: ones(y.shape) })
+ */
 export interface BackwardOptions {
   /** The cotangent of `y` (same shape); required unless `y` has one element. */
   gradOutput?: Tensor
@@ -130,9 +135,19 @@ export function backward(y: Tensor, xs: readonly Tensor[], opts: BackwardOptions
   return new Map(xs.map((x) => [x, grads.get(x.node) ?? zeros(x.shape, { dtype: x.dtype })]))
 }
 
+/** Outputs `y.backward()` already ran on: a second call would add the same gradients again. */
+const backpropagated = new WeakSet<LazyNode>()
+
 /** `y.backward()`: adds gradients into `.grad` of every reachable leaf, realizing them (and y) together. */
 export function accumulateBackward(y: Tensor, gradOutput: Tensor | undefined): void {
   const seed = seedFor('backward', y, gradOutput)
+  if (backpropagated.has(y.node)) {
+    throw new EclatError(
+      `backward: already called on this tensor (shape ${fmtShape(y.shape)}); its gradients are in .grad. ` +
+        'Compute the output again for another pass, or use backward(y, xs), which returns gradients without accumulating',
+    )
+  }
+  backpropagated.add(y.node)
   const leaves: Tensor[] = []
   const seen = new Set<LazyNode>()
   const stack = [y.node]

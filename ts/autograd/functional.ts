@@ -4,13 +4,23 @@ import { recordNodes, LazyNode, NO_ARG } from '../graph/node.js'
 import { Tensor } from '../tensor.js'
 import { backward } from './backward.js'
 
-/** Options of `grad` and `valueAndGrad`. */
+/**
+ * Options of `grad` and `valueAndGrad`.
+ *
+ * @example
+ * grad(f, { argnums: [0, 1] })
+ */
 export interface GradOptions {
   /** Which arguments to differentiate: an index (default 0) or a list of indices. */
   argnums?: number | readonly number[]
 }
 
-/** The gradient(s) a `grad`-transformed function returns: one tensor, or one per index. */
+/**
+ * The gradient(s) a `grad`-transformed function returns: one tensor, or one per index.
+ *
+ * @example
+ * const [dx, dy]: Grads<{ argnums: [0, 1] }> = grad(f, { argnums: [0, 1] })(x, y)
+ */
 export type Grads<O extends GradOptions> = O['argnums'] extends readonly number[] ? Tensor[] : Tensor
 
 function argIndices(argnums: number | readonly number[] | undefined, n: number): number[] {

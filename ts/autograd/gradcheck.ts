@@ -5,7 +5,12 @@ import { tensor } from '../creation.js'
 import { Tensor } from '../tensor.js'
 import { backward } from './backward.js'
 
-/** Options of `gradcheck`. */
+/**
+ * Options of `gradcheck`.
+ *
+ * @example
+ * gradcheck(f, [x], { directions: 5, eps: 1e-5 })
+ */
 export interface GradcheckOptions {
   /** Random directions to test (default 3). */
   directions?: number
@@ -19,7 +24,12 @@ export interface GradcheckOptions {
   seed?: number
 }
 
-/** What `gradcheck` found. */
+/**
+ * What `gradcheck` found.
+ *
+ * @example
+ * const { ok, maxError } = gradcheck(f, [x])
+ */
 export interface GradcheckResult {
   ok: boolean
   /** Largest |analytic − numeric| over the directions. */

@@ -112,7 +112,8 @@ export const VJP_RULES = {
     const xs = x!
     const kept = xs.shape.map((_, d) => d).filter((d) => !axes.includes(d))
     const order = [...kept, ...axes]
-    const line = xs.permute(order).reshape([...kept.map((d) => xs.shape[d]!), -1])
+    const reduced = axes.reduce((n, d) => n * xs.shape[d]!, 1)
+    const line = xs.permute(order).reshape([...kept.map((d) => xs.shape[d]!), reduced])
     const last = line.ndim - 1
     const others = exclusiveCumprod(line, last, false).mul(exclusiveCumprod(line, last, true))
     const inverse = order.map((_, i) => order.indexOf(i))

@@ -2,6 +2,9 @@
  * The primitive ops: the one list of what a graph node can be. The Rust kernels
  * mirror it (`crates/eclat-kernels/src/op.rs`), in the same order: an op's index
  * is its code in an encoded program. Everything else is composed of these.
+ *
+ * @example
+ * PRIMITIVES.includes('cumsum') // true
  */
 export const PRIMITIVES = [
   // leaves
@@ -24,7 +27,12 @@ export const PRIMITIVES = [
   'matmul',
 ] as const
 
-/** A primitive op. */
+/**
+ * A primitive op.
+ *
+ * @example
+ * const op: Op = 'matmul'
+ */
 export type Op = (typeof PRIMITIVES)[number]
 
 export type UnaryOp = 'neg' | 'recip' | 'sqrt' | 'exp2' | 'log2' | 'sin' | 'bitwiseNot'

@@ -63,7 +63,12 @@ export function loadSafetensors(path: string): Record<string, Tensor> {
   return parseSafetensors(readFileSync(path), path)
 }
 
-/** Parses safetensors bytes (see `loadSafetensors`). */
+/**
+ * Parses safetensors bytes (see `loadSafetensors`).
+ *
+ * @example
+ * const weights = parseSafetensors(await (await fetch(url)).bytes())
+ */
 export function parseSafetensors(file: Uint8Array, source = 'buffer'): Record<string, Tensor> {
   const bad = (why: string) => new FormatError(`safetensors ${source}: ${why}`)
   if (file.length < 8) throw bad(`${file.length} bytes is too short for the 8-byte header length`)

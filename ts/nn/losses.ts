@@ -2,10 +2,20 @@ import { isFloat } from '../dtype.js'
 import { DTypeError, ShapeError, fmtShape } from '../errors.js'
 import type { Tensor } from '../tensor.js'
 
-/** How a loss combines its per-element values. */
+/**
+ * How a loss combines its per-element values.
+ *
+ * @example
+ * crossEntropy(logits, labels, { reduction: 'sum' })
+ */
 export type Reduction = 'mean' | 'sum' | 'none'
 
-/** Options of the losses. */
+/**
+ * Options of the losses.
+ *
+ * @example
+ * mseLoss(a, b, { reduction: 'none' })
+ */
 export interface LossOptions {
   /** `'mean'` (default), `'sum'`, or `'none'` for per-element losses. */
   reduction?: Reduction

@@ -4,7 +4,12 @@ import { EclatError } from '../errors.js'
 import { realizeNodes } from '../realize.js'
 import { Tensor } from '../tensor.js'
 
-/** Per-parameter optimizer state (momentum buffers, moments). */
+/**
+ * Per-parameter optimizer state (momentum buffers, moments).
+ *
+ * @example
+ * const state: ParamState = { m: zeros([3]), v: zeros([3]) }
+ */
 export type ParamState = Record<string, Tensor>
 
 /**

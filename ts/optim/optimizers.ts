@@ -2,7 +2,12 @@ import { EclatError } from '../errors.js'
 import type { Tensor } from '../tensor.js'
 import { Optimizer, positive, type ParamState } from './optimizer.js'
 
-/** Options of `SGD` (PyTorch's names and defaults). */
+/**
+ * Options of `SGD` (PyTorch's names and defaults).
+ *
+ * @example
+ * new SGD(params, { lr: 0.1, momentum: 0.9 })
+ */
 export interface SGDOptions {
   lr: number
   momentum?: number
@@ -43,7 +48,12 @@ export class SGD extends Optimizer {
   }
 }
 
-/** Options of `Adam` and `AdamW`. */
+/**
+ * Options of `Adam` and `AdamW`.
+ *
+ * @example
+ * new Adam(params, { lr: 1e-3, betas: [0.9, 0.999] })
+ */
 export interface AdamOptions {
   lr?: number
   betas?: readonly [number, number]
