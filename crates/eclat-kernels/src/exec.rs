@@ -56,6 +56,17 @@ struct OwnedWords {
     words: Vec<u64>,
 }
 
+/// Allocations from this size on are checked against the memory available.
+const LARGE_ALLOCATION: usize = 256 << 20;
+
+/// Memory the system can still give (Linux `MemAvailable`), if known.
+fn available_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Bytes the cache may hold between calls.
 const CACHE_LIMIT: usize = 512 << 20;
 
@@ -77,6 +88,14 @@ impl OwnedWords {
         }) {
             // Every kernel writes its whole output, so stale contents are never read.
             return Ok(OwnedWords { words });
+        }
+        // With overcommit a huge reservation can succeed and then kill the
+        // process when touched: refuse what the machine cannot hold.
+        if bytes >= LARGE_ALLOCATION && available_memory().is_some_and(|free| bytes > free) {
+            return Err(KernelError::new(
+                ErrorKind::Allocation,
+                format!("cannot allocate {bytes} bytes: only {} bytes of memory are available", available_memory().unwrap_or(0)),
+            ));
         }
         let mut words = Vec::new();
         words

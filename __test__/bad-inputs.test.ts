@@ -1,12 +1,14 @@
 /**
- * Bad input: every mistake visible from shapes and dtypes throws when the op is
- * called, naming the op, the shapes and the dtypes; index values are checked
- * when the kernels run. After each error the library keeps working.
+ * The catalogue of bad inputs a user can produce. Every mistake visible from
+ * shapes and dtypes throws when the op is called, naming the op, the shapes and
+ * the dtypes; index values are checked when the kernels run; memory exhaustion
+ * is an error, never an abort. After each error the library keeps working.
  */
 import { createRequire } from 'node:module'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
-  DTypeError, EclatError, IndexError, ShapeError, concat, input, tensor, where, zeros,
+  AllocationError, DTypeError, EclatError, FormatError, IndexError, ShapeError, Conv2d, Embedding, Linear, SGD, Adam,
+  arange, backward, concat, crossEntropy, input, parseSafetensors, split, tensor, where, zeros,
 } from '../ts/index.js'
 
 const i32 = (data: number[] | number[][], shape?: number[]) => tensor(data, shape ? { dtype: 'int32', shape } : { dtype: 'int32' })
@@ -62,9 +64,38 @@ const AT_CALL: BadCase[] = [
   { name: 'concat of mismatched shapes', build: () => concat([x23(), zeros([2, 2])], 0), error: ShapeError, says: ['concat', '[2, 3]', '[2, 2]'] },
   { name: 'assign of the wrong shape', build: () => zeros([2]).assign([1, 2, 3]), error: ShapeError, says: ['assign', '[2]'] },
   { name: 'assign of another dtype', build: () => zeros([2]).assign(zeros([2], { dtype: 'int32' })), error: ShapeError, says: ['assign', 'int32', 'float32'] },
+  { name: 'BigInt typed array', build: () => tensor(new BigInt64Array(2) as unknown as Int32Array), error: DTypeError, says: ['tensor', 'BigInt'] },
+  { name: 'matmul with mismatched inner sizes', build: () => x23().matmul(x23()), error: ShapeError, says: ['matmul', '3 and 2', '[2, 3]'] },
+  { name: 'matmul of int32', build: () => tensor([[1]], { dtype: 'int32' }).matmul(tensor([[1]], { dtype: 'int32' })), error: DTypeError, says: ['matmul', 'int32'] },
+  { name: 'arange with step 0', build: () => arange(0, 5, 0), error: ShapeError, says: ['arange', 'step 0'] },
+  { name: 'unsqueeze out of range', build: () => x23().unsqueeze(4), error: ShapeError, says: ['unsqueeze', 'axis 4'] },
+  { name: 'split sizes that do not sum', build: () => split(x23(), [1, 1], 1), error: ShapeError, says: ['split', 'sum to 3'] },
+  { name: 'requiresGrad on int32', build: () => tensor([1], { dtype: 'int32' }).requiresGrad_(), error: DTypeError, says: ['requiresGrad_', 'int32'] },
+  { name: 'gradient of an int32 output', build: () => backward(tensor([1], { dtype: 'int32' }), []), error: DTypeError, says: ['backward', 'int32'] },
+  { name: 'gradient of a non-scalar without gradOutput', build: () => backward(x23(), []), error: ShapeError, says: ['backward', '[2, 3]', 'gradOutput'] },
+  { name: 'backward called twice', build: () => { const w = tensor([1], { requiresGrad: true }); const y = w.mul(2).sum(); y.backward(); y.backward() }, error: EclatError, says: ['backward', 'already called'] },
+  { name: 'input realized before assign', build: () => input([2], { name: 'late' }).add(1).dataSync(), error: EclatError, says: ["'late'", 'assign'] },
+  { name: 'tensor too large to allocate', build: () => zeros([2 ** 31, 4]), error: AllocationError, says: ['cannot allocate', 'float32'] },
+  { name: 'lazy result too large to allocate', build: () => tensor([1]).expand([2 ** 20, 2 ** 20]).add(1).dataSync(), error: AllocationError, says: ['cannot allocate'] },
+  { name: 'intermediate too large for memory', build: () => tensor([1]).expand([2 ** 18, 2 ** 18]).add(1).sum().dataSync(), error: AllocationError, says: ['bytes'] },
+  { name: 'label out of range in crossEntropy', build: () => crossEntropy(x23(), tensor([0, 5], { dtype: 'int32' })).item(), error: IndexError, says: ['gather', 'index 5'] },
+  { name: 'float labels in crossEntropy', build: () => crossEntropy(x23(), tensor([0, 1])), error: DTypeError, says: ['crossEntropy', 'int32'] },
+  { name: 'malformed safetensors', build: () => parseSafetensors(new Uint8Array([255, 0, 0, 0, 0, 0, 0, 0, 1])), error: FormatError, says: ['header length', 'past the end'] },
+  { name: 'safetensors with an unknown dtype', build: () => {
+    const header = Buffer.from('{"w":{"dtype":"X9","shape":[],"data_offsets":[0,0]}}')
+    return parseSafetensors(new Uint8Array([...new Uint8Array(new BigUint64Array([BigInt(header.length)]).buffer), ...header]))
+  }, error: FormatError, says: ['unsupported dtype'] },
+  { name: 'optimizer with a NaN learning rate', build: () => new SGD([zeros([1]).requiresGrad_()], { lr: NaN }), error: EclatError, says: ['SGD', 'lr'] },
+  { name: 'optimizer over tensors without gradients', build: () => new Adam([zeros([1])]), error: EclatError, says: ['Adam', 'requires gradients'] },
+  { name: 'Linear with a fractional size', build: () => new Linear(3.5, 2), error: EclatError, says: ['Linear', 'inFeatures'] },
+  { name: 'Linear on the wrong width', build: () => new Linear(4, 2).forward(x23()), error: ShapeError, says: ['Linear(4, 2)', '[2, 3]'] },
+  { name: 'Conv2d on the wrong channel count', build: () => new Conv2d(3, 2, 3).forward(zeros([1, 1, 5, 5])), error: ShapeError, says: ['Conv2d', '[1, 1, 5, 5]'] },
+  { name: 'Conv2d window larger than the image', build: () => new Conv2d(1, 2, 5).forward(zeros([1, 1, 3, 3])), error: ShapeError, says: ['window', '[1, 1, 3, 3]'] },
+  { name: 'Embedding with float ids', build: () => new Embedding(5, 2).forward(tensor([1])), error: EclatError, says: ['Embedding', 'int32'] },
 ]
 
-describe('mistakes visible from shapes and dtypes throw when the op is called', () => {
+describe('the catalogue: each bad input throws its error class with a clear message', () => {
+  it('holds at least 40 cases', () => expect(AT_CALL.length).toBeGreaterThanOrEqual(40))
   for (const c of AT_CALL) {
     it(c.name, () => {
       let caught: unknown
@@ -101,6 +132,20 @@ describe('index values out of range throw at realize, naming the op and the inde
     expect(() => bad.dataSync()).toThrow(IndexError)
     expect(() => bad.toArray()).toThrow(IndexError)
     expect(bad.add(1).shape).toEqual([1, 2])
+  })
+})
+
+describe('NaN and Infinity', () => {
+  it('propagate per IEEE through every kind of kernel, without errors', () => {
+    const x = tensor([NaN, Infinity, -Infinity, 1])
+    expect(x.add(1).toArray()).toEqual([NaN, Infinity, -Infinity, 2])
+    expect(x.sum().item()).toBeNaN()
+    expect(x.max().item()).toBeNaN()
+    expect(x.slice([[1, 4]]).max().item()).toBe(Infinity)
+    expect(x.cumsum(0).toArray()).toEqual([NaN, NaN, NaN, NaN])
+    expect(x.exp().toArray()).toEqual([NaN, Infinity, 0, Math.fround(Math.E)])
+    expect(x.cast('int32').toArray()).toEqual([0, 2147483647, -2147483648, 1])
+    expect(x.reshape([2, 2]).matmul(tensor([[1], [1]])).toArray()).toEqual([[NaN], [-Infinity]])
   })
 })
 
