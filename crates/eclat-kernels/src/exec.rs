@@ -14,7 +14,7 @@ use crate::kernels::scan::scan;
 use crate::kernels::Src;
 use crate::layout::{numel, Layout};
 use crate::op::Op;
-use crate::pool::pool;
+use crate::pool::{pool, PARALLEL_THRESHOLD};
 use crate::program::{decode, Instr, Program};
 use crate::{with_any_dtype, with_bits_dtype, with_float_dtype, with_num_dtype};
 use std::ptr::NonNull;
@@ -24,10 +24,19 @@ use std::ptr::NonNull;
 /// (contiguous, row-major, exactly sized).
 pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
     let program = decode(words)?;
-    pool().install(|| {
+    let run = |outputs: &mut [&mut [u8]]| {
         let slots = outputs.iter_mut().map(|o| (NonNull::new(o.as_mut_ptr()), o.len())).collect();
         Executor::new(&program, inputs, slots).run()
-    })
+    };
+    // Handing a job to the pool costs microseconds; a program whose every
+    // tensor is below the threading threshold runs on the calling thread.
+    let elements: usize = program.instrs.iter().map(|i| numel(&i.shape)).sum();
+    let flops: usize = program.instrs.iter().filter(|i| i.op == Op::Matmul).map(|i| numel(&i.shape)).sum();
+    if elements < PARALLEL_THRESHOLD && flops == 0 {
+        run(outputs)
+    } else {
+        pool().install(|| run(outputs))
+    }
 }
 
 /// `ECLAT_PROFILE=1` prints every instruction's time to stderr.
