@@ -77,6 +77,8 @@ fn fma_loop() -> f64 {
     fma_scalar()
 }
 
+/// # Safety
+/// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn fma_avx512() -> f64 {
@@ -97,6 +99,8 @@ unsafe fn fma_avx512() -> f64 {
     (FMA_ITERS / 16 * 12 * 16 * 2) as f64
 }
 
+/// # Safety
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_avx2() -> f64 {
