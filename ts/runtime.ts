@@ -13,6 +13,17 @@ export function numThreads(): number {
 }
 
 /**
+ * The widest SIMD instruction set this CPU offers to Eclat's kernels, detected
+ * at run time: `'avx512'`, `'avx2'`, `'neon'` or `'scalar'`.
+ *
+ * @example
+ * console.log(simdLevel())
+ */
+export function simdLevel(): string {
+  return loadAddon().simdLevel()
+}
+
+/**
  * The backend realizing graphs: `'native'` (the Rust kernels) or `'reference'`
  * (the pure-TypeScript interpreter), chosen with `ECLAT_BACKEND`.
  *

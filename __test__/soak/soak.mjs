@@ -55,7 +55,7 @@ export function soak(steps, { batch = 128, log = () => {} } = {}) {
     l.backward()
     opt.step()
     if (step % 25 === 0) loss = l.item()
-    if (step >= warmup && step % 100 === 0) {
+    if (step >= warmup && step % 50 === 0) {
       globalThis.gc?.()
       const m = process.memoryUsage()
       samples.step.push(step)
@@ -74,6 +74,7 @@ export function soak(steps, { batch = 128, log = () => {} } = {}) {
   const peak = Math.max(...samples.rss)
   return {
     steps,
+    measuredSteps: steps - warmup,
     finalLoss: loss,
     rssSlopeBytesPerStep: rssSlope,
     externalSlopeBytesPerStep: externalSlope,
@@ -87,6 +88,14 @@ export function soak(steps, { batch = 128, log = () => {} } = {}) {
 
 /** Growth per step that counts as a leak: a few bytes per step is allocator noise. */
 export const LEAK_BYTES_PER_STEP = 1024
+/** Total growth after warm-up that counts as a leak (short runs have noisy slopes). */
+export const LEAK_TOTAL_BYTES = 32 * 2 ** 20
+
+/** Whether a soak result shows memory that keeps growing. */
+export function isGrowing(r) {
+  const grows = (slope) => slope > LEAK_BYTES_PER_STEP && slope * r.measuredSteps > LEAK_TOTAL_BYTES
+  return grows(r.rssSlopeBytesPerStep) || grows(r.externalSlopeBytesPerStep)
+}
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const i = process.argv.indexOf('--steps')
@@ -94,7 +103,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const started = performance.now()
   const r = soak(steps, { log: console.log })
   console.log(JSON.stringify({ ...r, seconds: (performance.now() - started) / 1000 }))
-  const leaking = r.rssSlopeBytesPerStep > LEAK_BYTES_PER_STEP || r.externalSlopeBytesPerStep > LEAK_BYTES_PER_STEP
+  const leaking = isGrowing(r)
   console.log(
     `soak: ${steps} steps, RSS slope ${r.rssSlopeBytesPerStep.toFixed(1)} B/step, external slope ${r.externalSlopeBytesPerStep.toFixed(1)} B/step, ` +
       `heap slope ${r.heapSlopeBytesPerStep.toFixed(1)} B/step, ` +

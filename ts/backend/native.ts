@@ -12,15 +12,40 @@ interface Addon {
   realizeAsync(program: Float64Array, buffers: Uint8Array[], nInputs: number): Promise<unknown>
   primitiveNames(): string[]
   numThreads(): number
+  simdLevel(): string
 }
 
 let addon: Addon | null = null
 
-/** Loads the addon on first use, through the loader napi-rs generates. */
+/** The napi-rs platform name of this machine, as the prebuilt packages are named. */
+function platformName(): string {
+  const libc = process.platform === 'linux' ? (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime ? '-gnu' : '-musl' : ''
+  const win = process.platform === 'win32' ? '-msvc' : ''
+  return `${process.platform}-${process.arch}${libc}${win}`
+}
+
+/**
+ * Loads the addon on first use, through the loader napi-rs generates (a local
+ * build, then the `eclat-<platform>` package). When no binary fits, the error
+ * says which platform was detected, what was tried, and how to build from source.
+ */
 export function loadAddon(): Addon {
   if (!addon) {
     const require = createRequire(import.meta.url)
-    addon = require('../../native/index.cjs') as Addon
+    try {
+      addon = require('../../native/index.cjs') as Addon
+    } catch (e) {
+      const platform = platformName()
+      const causes: string[] = []
+      for (let c: unknown = e; c instanceof Error; c = c.cause) causes.push(`  - ${c.message.split('\n')[0]}`)
+      throw new EclatError(
+        `Eclat's native addon could not be loaded on ${platform} (Node ${process.versions.node}).\n` +
+          `Tried: a local build (native/eclat.${platform}.node) and the prebuilt package 'eclat-${platform}':\n${causes.join('\n')}\n` +
+          'Prebuilt binaries exist for linux x64 (glibc and musl), linux arm64 (glibc), macOS x64 and arm64, and Windows x64. ' +
+          'Elsewhere, build from source: install Rust (https://rustup.rs), clone the repository and run `npm install`, ' +
+          'or set ECLAT_BACKEND=reference to use the (slow) pure-TypeScript interpreter.',
+      )
+    }
   }
   return addon
 }

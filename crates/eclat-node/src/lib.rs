@@ -102,3 +102,10 @@ pub fn measure_machine(bytes: u32) -> MachineLimits {
         fma_peak_gflops: machine::fma_peak_gflops(),
     }
 }
+
+/// The widest SIMD instruction set this CPU offers (`avx512`, `avx2`, `neon`,
+/// `scalar`), detected at run time.
+#[napi]
+pub fn simd_level() -> &'static str {
+    eclat_kernels::machine::simd_level()
+}
