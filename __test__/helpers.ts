@@ -1,6 +1,7 @@
 import { expect } from 'vitest'
 import { tensor, type DType, type Tensor, type TypedArray } from '../ts/index.js'
 import { backendByName, evaluate } from '../ts/realize.js'
+import { loadAddon } from '../ts/backend/native.js'
 
 /** A small seeded generator so every test run sees the same data. */
 export function rng(seed: number): () => number {
@@ -94,4 +95,21 @@ export function expectBackendsAgree(t: Tensor, tol: number, label: string): void
   const [native, reference] = bothBackends(t)
   expect(native.constructor, `${label}: array type`).toBe(reference.constructor)
   expectClose(native, reference, tol, label)
+}
+
+/** Runs `fn` and returns how many times it called into the addon to realize. */
+export function countRealizeCalls(fn: () => void): number {
+  const addon = loadAddon()
+  const original = addon.realizeSync
+  let calls = 0
+  addon.realizeSync = (...args) => {
+    calls++
+    return original(...args)
+  }
+  try {
+    fn()
+  } finally {
+    addon.realizeSync = original
+  }
+  return calls
 }

@@ -9,7 +9,7 @@ import {
   crossEntropy, gradcheck, loadSafetensors, manualSeed, mseLoss, nllLoss, parseSafetensors, randn, realize,
   saveSafetensors, tensor, zeros, type Tensor,
 } from '../ts/index.js'
-import { loadAddon } from '../ts/backend/native.js'
+import { countRealizeCalls } from './helpers.js'
 
 const f64 = (t: Tensor) => Array.from(t.cast('float64').dataSync())
 const near = (a: number[], b: number[], tol = 1e-5) => {
@@ -247,19 +247,7 @@ describe('optimizers', () => {
     const model = new Sequential(new Linear(5, 7), new ReLU(), new Linear(7, 3), new ReLU(), new Linear(3, 1))
     const opt = new AdamW(model.parameters())
     model.forward(randn([4, 5])).sum().backward()
-    const addon = loadAddon()
-    const original = addon.realizeSync
-    let calls = 0
-    addon.realizeSync = (...args) => {
-      calls++
-      return original(...args)
-    }
-    try {
-      opt.step()
-    } finally {
-      addon.realizeSync = original
-    }
-    expect(calls).toBe(1)
+    expect(countRealizeCalls(() => opt.step())).toBe(1)
   })
 
   it('learning-rate schedules', () => {
