@@ -197,24 +197,55 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axe
         return;
     }
     let outer_step = *ostrides[0].last().unwrap();
-    // Parallel over outputs, with chunks sized by the work (outputs times row length).
-    let rows_per_chunk = (PARALLEL_THRESHOLD / m.max(1)).max(1);
-    if n_out <= rows_per_chunk || n_out * m < PARALLEL_THRESHOLD {
-        for_each_run(&oshape, &ostrides, [src.layout.offset], 0, n_out, |[b], pos, len| {
-            for i in 0..len {
-                out[pos + i] = fold_row_serial(b + i as isize * outer_step);
-            }
-        });
-    } else {
-        let chunk = rows_per_chunk.max(n_out.div_ceil(num_threads() * 4));
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, rows)| {
-            let start = c * chunk;
-            for_each_run(&oshape, &ostrides, [src.layout.offset], start, start + rows.len(), |[b], pos, len| {
-                for i in 0..len {
-                    rows[pos - start + i] = fold_row_serial(b + i as isize * outer_step);
+    // Neighbouring outputs read neighbouring inputs while each output's own
+    // inputs are strided (a sum over axis 0): fold whole rows of inputs into a
+    // row of accumulators, so every read is contiguous. Each output still folds
+    // its inputs in order, block by block, like `fold_row_serial`.
+    let columns = outer_step == 1 && inner_step != 1;
+    let fold_columns = |rows: &mut [T], b: isize| {
+        let len = rows.len();
+        let mut acc = vec![fold.init(); len];
+        let mut part = vec![fold.init(); len];
+        let mut start = 0;
+        while start < m {
+            let end = (start + BLOCK).min(m);
+            part.iter_mut().for_each(|p| *p = fold.init());
+            for_each_run(&ishape, &istrides, [b], start, end, |[o], _, run| {
+                for i in 0..run as isize {
+                    let row = &src.data[(o + i * inner_step) as usize..][..len];
+                    for (p, &x) in part.iter_mut().zip(row) {
+                        *p = fold.step(*p, x);
+                    }
                 }
             });
+            for (a, &p) in acc.iter_mut().zip(&part) {
+                *a = fold.merge(*a, p);
+            }
+            start = end;
+        }
+        for (o, a) in rows.iter_mut().zip(acc) {
+            *o = fold.finish(a);
+        }
+    };
+    // Parallel over outputs, with chunks sized by the work (outputs times row length).
+    let rows_per_chunk = (PARALLEL_THRESHOLD / m.max(1)).max(1);
+    let fold_outputs = |rows: &mut [T], start: usize| {
+        for_each_run(&oshape, &ostrides, [src.layout.offset], start, start + rows.len(), |[b], pos, len| {
+            let rows = &mut rows[pos - start..pos - start + len];
+            if columns && len >= 16 {
+                fold_columns(rows, b);
+            } else {
+                for (i, o) in rows.iter_mut().enumerate() {
+                    *o = fold_row_serial(b + i as isize * outer_step);
+                }
+            }
         });
+    };
+    if n_out <= rows_per_chunk || n_out * m < PARALLEL_THRESHOLD {
+        fold_outputs(out, 0);
+    } else {
+        let chunk = rows_per_chunk.max(n_out.div_ceil(num_threads() * 4));
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, rows)| fold_outputs(rows, c * chunk));
     }
 }
 
@@ -251,6 +282,27 @@ mod tests {
                 let exact: f64 = data[r * shape[1]..(r + 1) * shape[1]].iter().map(|&x| x as f64).sum();
                 assert!((out[r] as f64 - exact).abs() <= exact.abs() * 1e-6, "{shape:?} row {r}");
             }
+        }
+    }
+
+    #[test]
+    fn column_sums_match_row_by_row_folds() {
+        // Axis 0 of a [300, 257] matrix (columns path) against the same sums over
+        // its transpose's axis 1 (rows path): same order of additions, same bits.
+        let (r, c) = (300usize, 257usize);
+        let data: Vec<f32> = (0..r * c).map(|i| ((i * 7919) % 1000) as f32 / 7.0).collect();
+        let l = Layout::contiguous(&[r, c]);
+        let mut cols = vec![0f32; c];
+        reduce(&mut cols, Src { data: &data, layout: &l }, &[0], &Sum);
+        let mut maxes = vec![0f32; c];
+        reduce(&mut maxes, Src { data: &data, layout: &l }, &[0], &Max);
+        for j in 0..c {
+            let mut acc = 0f64;
+            for i in 0..r {
+                acc += data[i * c + j] as f64;
+            }
+            assert_eq!(cols[j], acc as f32, "column {j}");
+            assert_eq!(maxes[j], (0..r).map(|i| data[i * c + j]).fold(f32::MIN, f32::max));
         }
     }
 
