@@ -1,11 +1,10 @@
-import { checkDType, type DType } from './dtype.js'
+import { allocate, checkDType, type DType, type TypedArray } from './dtype.js'
 import { EclatError, ShapeError } from './errors.js'
 import { checkShape, numel } from './graph/shape.js'
 import { holdsBooleans, inferShape, isTypedArray, toTypedArray, typedArrayDType, type NestedArray } from './data.js'
 import { loadNode, Tensor, type TensorOptions } from './tensor.js'
-import { allocate } from './dtype.js'
 
-function leaf(data: ReturnType<typeof allocate>, shape: readonly number[], dtype: DType, opts: TensorOptions | undefined): Tensor {
+function leaf(data: TypedArray, shape: readonly number[], dtype: DType, opts: TensorOptions | undefined): Tensor {
   return new Tensor(loadNode(data, shape, dtype), opts?.requiresGrad ?? false)
 }
 

@@ -54,13 +54,14 @@ pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
             }
         });
     }
-    // Bounds: every element a product reads lies within its operand's storage.
-    let reach = |off: isize, rows: usize, rs: isize, cols: usize, cs: isize| {
-        off >= 0 && rs >= 0 && cs >= 0 && (off + (rows as isize - 1) * rs + (cols as isize - 1) * cs) < isize::MAX
+    // Bounds: the last element a product reads (all strides are non-negative)
+    // lies inside its operand's slice.
+    let within = |off: isize, rows: usize, rs: isize, cols: usize, cs: isize, len: usize| {
+        off >= 0 && rs >= 0 && cs >= 0 && ((off + (rows as isize - 1) * rs + (cols as isize - 1) * cs) as usize) < len
     };
     for &(oa, ob) in &offsets {
-        assert!(reach(oa, m, a_rs, k, a_cs) && ((oa + (m as isize - 1) * a_rs + (k as isize - 1) * a_cs) as usize) < a.data.len());
-        assert!(reach(ob, k, b_rs, n, b_cs) && ((ob + (k as isize - 1) * b_rs + (n as isize - 1) * b_cs) as usize) < b.data.len());
+        assert!(within(oa, m, a_rs, k, a_cs, a.data.len()), "matmul: left operand view exceeds its storage");
+        assert!(within(ob, k, b_rs, n, b_cs, b.data.len()), "matmul: right operand view exceeds its storage");
     }
     let flops = m * n * k;
     let one = |dst: &mut [T], (oa, ob): (isize, isize), parallelism: Parallelism| {
