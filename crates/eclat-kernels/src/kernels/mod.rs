@@ -84,6 +84,16 @@ impl<T> SharedOut<T> {
     pub(crate) fn new(out: &mut [T]) -> Self {
         SharedOut { ptr: out.as_mut_ptr(), len: out.len() }
     }
+    /// The `len` positions from `start` as a slice, panicking if they exceed
+    /// the output. The caller must be the only task touching that range.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn slice_mut(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start <= self.len && len <= self.len - start, "kernel range {start}+{len} past the output of {} elements", self.len);
+        // SAFETY: the range is in bounds (checked above) of a slice that outlives
+        // the kernel, and the caller's task is the only one using it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
     /// Writes `v` at `i`, panicking (never writing) if `i` is out of bounds.
     #[inline(always)]
     pub(crate) fn write(&self, i: usize, v: T) {

@@ -33,6 +33,16 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axis:
     let at = |i: usize| if reverse { (len - 1 - i) as isize } else { i as isize };
 
     let scan_range = |bi: isize, bo: isize, start: usize, end: usize, mut acc: F::Acc| {
+        if !reverse && s_in == 1 && s_out == 1 {
+            // Contiguous forward lines (the common case): plain slice loops.
+            let input = &src.data[(bi as usize + start)..(bi as usize + end)];
+            let output = shared.slice_mut(bo as usize + start, end - start);
+            for (o, &x) in output.iter_mut().zip(input) {
+                acc = fold.step(acc, x);
+                *o = fold.finish(acc);
+            }
+            return;
+        }
         for i in start..end {
             acc = fold.step(acc, src.data[(bi + at(i) * s_in) as usize]);
             shared.write((bo + at(i) * s_out) as usize, fold.finish(acc));
