@@ -259,10 +259,22 @@ pub fn min_nan<T: Elem>(a: T, b: T) -> T {
 macro_rules! with_any_dtype {
     ($dt:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::DType::F32 => { type $T = f32; $body }
-            $crate::DType::F64 => { type $T = f64; $body }
-            $crate::DType::I32 => { type $T = i32; $body }
-            $crate::DType::Bool => { type $T = u8; $body }
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::Bool => {
+                type $T = u8;
+                $body
+            }
         }
     };
 }
@@ -272,11 +284,24 @@ macro_rules! with_any_dtype {
 macro_rules! with_num_dtype {
     ($dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::DType::F32 => { type $T = f32; $body }
-            $crate::DType::F64 => { type $T = f64; $body }
-            $crate::DType::I32 => { type $T = i32; $body }
-            other => return Err($crate::error::KernelError::new($crate::ErrorKind::DType,
-                format!("{}: unsupported dtype {}", $op, other.name()))),
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            other => {
+                return Err($crate::error::KernelError::new(
+                    $crate::ErrorKind::DType,
+                    format!("{}: unsupported dtype {}", $op, other.name()),
+                ))
+            }
         }
     };
 }
@@ -286,10 +311,20 @@ macro_rules! with_num_dtype {
 macro_rules! with_float_dtype {
     ($dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::DType::F32 => { type $T = f32; $body }
-            $crate::DType::F64 => { type $T = f64; $body }
-            other => return Err($crate::error::KernelError::new($crate::ErrorKind::DType,
-                format!("{}: unsupported dtype {}", $op, other.name()))),
+            $crate::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            other => {
+                return Err($crate::error::KernelError::new(
+                    $crate::ErrorKind::DType,
+                    format!("{}: unsupported dtype {}", $op, other.name()),
+                ))
+            }
         }
     };
 }
@@ -299,10 +334,20 @@ macro_rules! with_float_dtype {
 macro_rules! with_bits_dtype {
     ($dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            $crate::DType::I32 => { type $T = i32; $body }
-            $crate::DType::Bool => { type $T = u8; $body }
-            other => return Err($crate::error::KernelError::new($crate::ErrorKind::DType,
-                format!("{}: unsupported dtype {}", $op, other.name()))),
+            $crate::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::DType::Bool => {
+                type $T = u8;
+                $body
+            }
+            other => {
+                return Err($crate::error::KernelError::new(
+                    $crate::ErrorKind::DType,
+                    format!("{}: unsupported dtype {}", $op, other.name()),
+                ))
+            }
         }
     };
 }

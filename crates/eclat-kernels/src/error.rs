@@ -39,7 +39,10 @@ pub struct KernelError {
 
 impl KernelError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        KernelError { kind, message: message.into() }
+        KernelError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn format(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Format, message)

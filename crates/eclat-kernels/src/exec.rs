@@ -4,9 +4,10 @@
 //! kernel whose value is a program output writes straight into it) and owned
 //! intermediates, freed as soon as their last reader has run.
 
-use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
+use crate::dtype::{max_nan, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
-use crate::kernels::elementwise::{copy, map1, map2, map3, pad};
+use crate::kernels::elementwise::{copy, pad};
+use crate::kernels::fused::{self, RawSrc};
 use crate::kernels::index::{gather, scatter};
 use crate::kernels::matmul::matmul;
 use crate::kernels::reduce::{reduce, Max, Min, Prod, Sum};
@@ -15,8 +16,8 @@ use crate::kernels::Src;
 use crate::layout::{numel, Layout};
 use crate::op::Op;
 use crate::pool::{pool, PARALLEL_THRESHOLD};
-use crate::program::{decode, Instr, Program};
-use crate::{with_any_dtype, with_bits_dtype, with_float_dtype, with_num_dtype};
+use crate::program::{decode, Expr, Instr, Program, Step, StepOp};
+use crate::{with_any_dtype, with_float_dtype, with_num_dtype};
 use std::ptr::NonNull;
 
 /// Decodes `words` and runs the program on the Eclat thread pool. `inputs` are
@@ -25,13 +26,21 @@ use std::ptr::NonNull;
 pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
     let program = decode(words)?;
     let run = |outputs: &mut [&mut [u8]]| {
-        let slots = outputs.iter_mut().map(|o| (NonNull::new(o.as_mut_ptr()), o.len())).collect();
+        let slots = outputs
+            .iter_mut()
+            .map(|o| (NonNull::new(o.as_mut_ptr()), o.len()))
+            .collect();
         Executor::new(&program, inputs, slots).run()
     };
     // Handing a job to the pool costs microseconds; a program whose every
     // tensor is below the threading threshold runs on the calling thread.
     let elements: usize = program.instrs.iter().map(|i| numel(&i.shape)).sum();
-    let flops: usize = program.instrs.iter().filter(|i| i.op == Op::Matmul).map(|i| numel(&i.shape)).sum();
+    let flops: usize = program
+        .instrs
+        .iter()
+        .filter(|i| i.op == Op::Matmul)
+        .map(|i| numel(&i.shape))
+        .sum();
     if elements < PARALLEL_THRESHOLD && flops == 0 {
         run(outputs)
     } else {
@@ -103,13 +112,19 @@ impl OwnedWords {
         if bytes >= LARGE_ALLOCATION && available_memory().is_some_and(|free| bytes > free) {
             return Err(KernelError::new(
                 ErrorKind::Allocation,
-                format!("cannot allocate {bytes} bytes: only {} bytes of memory are available", available_memory().unwrap_or(0)),
+                format!(
+                    "cannot allocate {bytes} bytes: only {} bytes of memory are available",
+                    available_memory().unwrap_or(0)
+                ),
             ));
         }
         let mut words = Vec::new();
-        words
-            .try_reserve_exact(len)
-            .map_err(|_| KernelError::new(ErrorKind::Allocation, format!("out of memory allocating {bytes} bytes")))?;
+        words.try_reserve_exact(len).map_err(|_| {
+            KernelError::new(
+                ErrorKind::Allocation,
+                format!("out of memory allocating {bytes} bytes"),
+            )
+        })?;
         words.resize(len, 0);
         Ok(OwnedWords { words })
     }
@@ -124,7 +139,10 @@ impl Drop for OwnedWords {
         let words = std::mem::take(&mut self.words);
         let bytes = words.len() * 8;
         if let Ok(mut c) = CACHE.lock() {
-            let cache = c.get_or_insert_with(|| BufferCache { by_len: Default::default(), bytes: 0 });
+            let cache = c.get_or_insert_with(|| BufferCache {
+                by_len: Default::default(),
+                bytes: 0,
+            });
             if cache.bytes + bytes <= CACHE_LIMIT {
                 cache.bytes += bytes;
                 cache.by_len.entry(words.len()).or_default().push(words);
@@ -152,8 +170,36 @@ struct Executor<'p> {
     last_use: Vec<usize>,
 }
 
+/// Ops computed by the fused elementwise kernel.
+fn is_elementwise(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Neg
+            | Op::Recip
+            | Op::Sqrt
+            | Op::Exp2
+            | Op::Log2
+            | Op::Sin
+            | Op::Cast
+            | Op::BitwiseNot
+            | Op::Add
+            | Op::Mul
+            | Op::Maximum
+            | Op::Minimum
+            | Op::Lt
+            | Op::Eq
+            | Op::BitwiseAnd
+            | Op::BitwiseOr
+            | Op::BitwiseXor
+            | Op::Where
+    )
+}
+
 fn shape_err(instr: &Instr, what: String) -> KernelError {
-    KernelError::new(ErrorKind::Shape, format!("{}: {what} (shape {:?})", instr.op.name(), instr.shape))
+    KernelError::new(
+        ErrorKind::Shape,
+        format!("{}: {what} (shape {:?})", instr.op.name(), instr.shape),
+    )
 }
 
 fn arg_usize(instr: &Instr, k: usize) -> Result<usize> {
@@ -162,13 +208,20 @@ fn arg_usize(instr: &Instr, k: usize) -> Result<usize> {
         .get(k)
         .ok_or_else(|| KernelError::format(format!("{}: missing argument {k}", instr.op.name())))?;
     if v < 0.0 || v.fract() != 0.0 {
-        return Err(KernelError::format(format!("{}: argument {k} = {v} is not a count", instr.op.name())));
+        return Err(KernelError::format(format!(
+            "{}: argument {k} = {v} is not a count",
+            instr.op.name()
+        )));
     }
     Ok(v as usize)
 }
 
 impl<'p> Executor<'p> {
-    fn new(program: &'p Program, inputs: &'p [&'p [u8]], slots: Vec<(Option<NonNull<u8>>, usize)>) -> Self {
+    fn new(
+        program: &'p Program,
+        inputs: &'p [&'p [u8]],
+        slots: Vec<(Option<NonNull<u8>>, usize)>,
+    ) -> Self {
         let n = program.instrs.len();
         let mut slot_of = vec![None; n];
         let mut last_use = vec![0usize; n];
@@ -182,13 +235,24 @@ impl<'p> Executor<'p> {
             slot_of[v] = Some(slot);
             last_use[v] = usize::MAX;
         }
-        Executor { program, inputs, slots, slot_of, storages: vec![], values: vec![None; n], last_use }
+        Executor {
+            program,
+            inputs,
+            slots,
+            slot_of,
+            storages: vec![],
+            values: vec![None; n],
+            last_use,
+        }
     }
 
     fn run(mut self) -> Result<()> {
         for &(_, slot) in &self.program.outputs {
             if slot >= self.slots.len() {
-                return Err(KernelError::format(format!("output slot {slot} of {}", self.slots.len())));
+                return Err(KernelError::format(format!(
+                    "output slot {slot} of {}",
+                    self.slots.len()
+                )));
             }
         }
         let profile = profiling();
@@ -202,7 +266,11 @@ impl<'p> Executor<'p> {
                     instr.op.name(),
                     instr.dtype.name(),
                     instr.shape,
-                    instr.srcs.iter().map(|&s| self.value(s).layout.shape.clone()).collect::<Vec<_>>(),
+                    instr
+                        .srcs
+                        .iter()
+                        .map(|&s| self.value(s).layout.shape.clone())
+                        .collect::<Vec<_>>(),
                     t.elapsed().as_secs_f64() * 1e3
                 );
             }
@@ -236,7 +304,9 @@ impl<'p> Executor<'p> {
     }
 
     fn value(&self, v: usize) -> &Value {
-        self.values[v].as_ref().expect("sources are live until their last use")
+        self.values[v]
+            .as_ref()
+            .expect("sources are live until their last use")
     }
 
     /// Typed view of value `v`, checked against its storage.
@@ -245,19 +315,153 @@ impl<'p> Executor<'p> {
         if value.dtype != T::DTYPE {
             return Err(KernelError::new(
                 ErrorKind::DType,
-                format!("{}: operand has dtype {}, expected {}", instr.op.name(), value.dtype.name(), T::DTYPE.name()),
+                format!(
+                    "{}: operand has dtype {}, expected {}",
+                    instr.op.name(),
+                    value.dtype.name(),
+                    T::DTYPE.name()
+                ),
             ));
         }
         let st = &self.storages[value.storage];
-        debug_assert_eq!(st.dtype, value.dtype, "a value views storage of its own dtype");
-        let fits = value.layout.extent().is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
+        debug_assert_eq!(
+            st.dtype, value.dtype,
+            "a value views storage of its own dtype"
+        );
+        let fits = value
+            .layout
+            .extent()
+            .is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
         if !fits {
-            return Err(KernelError::format(format!("{}: view {:?} exceeds its storage", instr.op.name(), value.layout)));
+            return Err(KernelError::format(format!(
+                "{}: view {:?} exceeds its storage",
+                instr.op.name(),
+                value.layout
+            )));
         }
         // SAFETY: `st.ptr` points to `st.len` initialised, aligned elements of `T`
         // (checked dtype), alive while the value is; kernels only read through it.
         let data = unsafe { std::slice::from_raw_parts(st.ptr.as_ptr() as *const T, st.len) };
-        Ok(Src { data, layout: &value.layout })
+        Ok(Src {
+            data,
+            layout: &value.layout,
+        })
+    }
+
+    /// Untyped view of value `v` for fused kernels, checked against its storage.
+    fn raw_src<'a>(&self, label: &str, v: usize) -> Result<RawSrc<'a>> {
+        let value = self.value(v);
+        let st = &self.storages[value.storage];
+        let fits = value
+            .layout
+            .extent()
+            .is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
+        if !fits {
+            return Err(KernelError::format(format!(
+                "{label}: view {:?} exceeds its storage",
+                value.layout
+            )));
+        }
+        // SAFETY: `st.ptr` points to `st.len` initialised elements of `st.dtype`,
+        // alive until the value's last reader has run (the caller's instruction
+        // at least); fused kernels only read through it, and no kernel writes a
+        // storage that an operand views.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(st.ptr.as_ptr() as *const u8, st.len * st.dtype.size())
+        };
+        Ok(RawSrc {
+            bytes,
+            dtype: value.dtype,
+            layout: value.layout.clone(),
+        })
+    }
+
+    /// A fused map or fused reduce of `expr` (see `kernels::fused`).
+    fn fused_with(&mut self, i: usize, expr: &Expr) -> Result<Value> {
+        let instr = &self.program.instrs[i];
+        let label = expr.label();
+        let src_dts: Vec<DType> = instr.srcs.iter().map(|&s| self.value(s).dtype).collect();
+        let dts = fused::check(expr, &src_dts)?;
+        let root = dts[dts.len() - 1];
+        let reduction = matches!(instr.op, Op::Sum | Op::Max | Op::Min | Op::Prod);
+        let iter_shape = if reduction {
+            match instr.srcs.first() {
+                Some(&s) => self.value(s).layout.shape.clone(),
+                None => {
+                    return Err(KernelError::format(format!(
+                        "{label}: a fused reduction needs a source"
+                    )))
+                }
+            }
+        } else {
+            instr.shape.clone()
+        };
+        for &s in &instr.srcs {
+            if self.value(s).layout.shape != iter_shape {
+                return Err(shape_err(
+                    instr,
+                    format!(
+                        "{label}: operand of shape {:?}, expected {iter_shape:?}",
+                        self.value(s).layout.shape
+                    ),
+                ));
+            }
+        }
+        let srcs = instr
+            .srcs
+            .iter()
+            .map(|&s| self.raw_src(&label, s))
+            .collect::<Result<Vec<_>>>()?;
+        if !reduction {
+            if root != instr.dtype {
+                return Err(KernelError::new(
+                    ErrorKind::DType,
+                    format!(
+                        "{label}: computes {}, declared {}",
+                        root.name(),
+                        instr.dtype.name()
+                    ),
+                ));
+            }
+            return Ok(with_any_dtype!(root, T => {
+                let (v, out) = self.alloc::<T>(i)?;
+                fused::map(out, &iter_shape, expr, &dts, &srcs);
+                v
+            }));
+        }
+        let axes = Self::axes(instr, iter_shape.len())?;
+        let expect: Vec<usize> = (0..iter_shape.len())
+            .map(|d| if axes.contains(&d) { 1 } else { iter_shape[d] })
+            .collect();
+        if expect != instr.shape
+            || root != instr.dtype
+            || (matches!(instr.op, Op::Max | Op::Min)
+                && numel(&iter_shape) == 0
+                && numel(&expect) > 0)
+        {
+            return Err(shape_err(
+                instr,
+                format!(
+                    "{label}: cannot reduce {iter_shape:?} of {} over {axes:?} to {}",
+                    root.name(),
+                    instr.dtype.name()
+                ),
+            ));
+        }
+        let name = instr.op.name();
+        macro_rules! run {
+            ($T:ident, $fold:expr) => {{
+                let (v, out) = self.alloc::<$T>(i)?;
+                fused::reduce(out, &iter_shape, &axes, expr, &dts, &srcs, &$fold);
+                v
+            }};
+        }
+        Ok(match instr.op {
+            Op::Sum => with_num_dtype!(root, name, T => run!(T, Sum)),
+            Op::Prod => with_num_dtype!(root, name, T => run!(T, Prod)),
+            Op::Max => with_any_dtype!(root, T => run!(T, Max)),
+            _ => with_any_dtype!(root, T => run!(T, Min)),
+        })
     }
 
     /// Makes storage for the contiguous result of instruction `i` and returns it
@@ -265,9 +469,12 @@ impl<'p> Executor<'p> {
     fn alloc<'a, T: Elem>(&mut self, i: usize) -> Result<(Value, &'a mut [T])> {
         let instr = &self.program.instrs[i];
         let n = numel(&instr.shape);
-        let bytes = n
-            .checked_mul(T::DTYPE.size())
-            .ok_or_else(|| KernelError::new(ErrorKind::Allocation, format!("{}: tensor too large", instr.op.name())))?;
+        let bytes = n.checked_mul(T::DTYPE.size()).ok_or_else(|| {
+            KernelError::new(
+                ErrorKind::Allocation,
+                format!("{}: tensor too large", instr.op.name()),
+            )
+        })?;
         let slot = self.slot_of[i].filter(|&s| self.slots[s].1 == bytes);
         let (ptr, owned) = match slot {
             Some(s) => {
@@ -281,10 +488,19 @@ impl<'p> Executor<'p> {
             }
         };
         if ptr.as_ptr() as usize % T::DTYPE.size().min(8) != 0 {
-            return Err(KernelError::format(format!("{}: output buffer is misaligned", instr.op.name())));
+            return Err(KernelError::format(format!(
+                "{}: output buffer is misaligned",
+                instr.op.name()
+            )));
         }
         let storage = self.storages.len();
-        self.storages.push(Storage { ptr, len: n, dtype: T::DTYPE, owned, refs: 0 });
+        self.storages.push(Storage {
+            ptr,
+            len: n,
+            dtype: T::DTYPE,
+            owned,
+            refs: 0,
+        });
         if let Some(s) = slot {
             self.slots[s].0 = None; // claimed: the final copy below skips it
             self.slots[s].1 = usize::MAX;
@@ -293,12 +509,23 @@ impl<'p> Executor<'p> {
         // used yet) of `n` aligned elements; nothing else reads or writes it until
         // the kernel returns, and it outlives this instruction.
         let out = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr() as *mut T, n) };
-        Ok((Value { storage, layout: Layout::contiguous(&instr.shape), dtype: T::DTYPE }, out))
+        Ok((
+            Value {
+                storage,
+                layout: Layout::contiguous(&instr.shape),
+                dtype: T::DTYPE,
+            },
+            out,
+        ))
     }
 
     fn view(&self, src: usize, layout: Layout) -> Value {
         let value = self.value(src);
-        Value { storage: value.storage, layout, dtype: value.dtype }
+        Value {
+            storage: value.storage,
+            layout,
+            dtype: value.dtype,
+        }
     }
 
     fn write_output(&mut self, v: usize, slot: usize) -> Result<()> {
@@ -309,9 +536,13 @@ impl<'p> Executor<'p> {
         let value = self.value(v).clone();
         let n = value.layout.numel();
         if bytes != n * value.dtype.size() {
-            return Err(KernelError::format(format!("output slot {slot} has {bytes} bytes for {n} elements")));
+            return Err(KernelError::format(format!(
+                "output slot {slot} has {bytes} bytes for {n} elements"
+            )));
         }
-        let ptr = ptr.filter(|_| n > 0).unwrap_or(NonNull::<u64>::dangling().cast());
+        let ptr = ptr
+            .filter(|_| n > 0)
+            .unwrap_or(NonNull::<u64>::dangling().cast());
         let instr = &self.program.instrs[v];
         with_any_dtype!(value.dtype, T => {
             let src = self.src::<T>(instr, v)?;
@@ -325,26 +556,55 @@ impl<'p> Executor<'p> {
 
     fn load(&mut self, instr: &Instr) -> Result<Value> {
         let k = arg_usize(instr, 0)?;
-        let bytes = *self.inputs.get(k).ok_or_else(|| KernelError::format(format!("load: no input {k}")))?;
+        let bytes = *self
+            .inputs
+            .get(k)
+            .ok_or_else(|| KernelError::format(format!("load: no input {k}")))?;
         let n = numel(&instr.shape);
         let size = instr.dtype.size();
         if bytes.len() != n * size {
             return Err(KernelError::new(
                 ErrorKind::Shape,
-                format!("load: input {k} has {} bytes, shape {:?} of {} needs {}", bytes.len(), instr.shape, instr.dtype.name(), n * size),
+                format!(
+                    "load: input {k} has {} bytes, shape {:?} of {} needs {}",
+                    bytes.len(),
+                    instr.shape,
+                    instr.dtype.name(),
+                    n * size
+                ),
             ));
         }
-        let ptr = if n == 0 { NonNull::<u64>::dangling().cast() } else { NonNull::from(bytes).cast::<u8>() };
+        let ptr = if n == 0 {
+            NonNull::<u64>::dangling().cast()
+        } else {
+            NonNull::from(bytes).cast::<u8>()
+        };
         if ptr.as_ptr() as usize % size.min(8) != 0 {
-            return Err(KernelError::format(format!("load: input {k} is misaligned for {}", instr.dtype.name())));
+            return Err(KernelError::format(format!(
+                "load: input {k} is misaligned for {}",
+                instr.dtype.name()
+            )));
         }
         let storage = self.storages.len();
-        self.storages.push(Storage { ptr, len: n, dtype: instr.dtype, owned: None, refs: 0 });
-        Ok(Value { storage, layout: Layout::contiguous(&instr.shape), dtype: instr.dtype })
+        self.storages.push(Storage {
+            ptr,
+            len: n,
+            dtype: instr.dtype,
+            owned: None,
+            refs: 0,
+        });
+        Ok(Value {
+            storage,
+            layout: Layout::contiguous(&instr.shape),
+            dtype: instr.dtype,
+        })
     }
 
     fn step(&mut self, i: usize) -> Result<Value> {
         let instr = &self.program.instrs[i];
+        if let Some(expr) = &instr.expr {
+            return self.fused_with(i, expr);
+        }
         let name = instr.op.name();
         let dt = instr.dtype;
         let shape = &instr.shape;
@@ -357,81 +617,75 @@ impl<'p> Executor<'p> {
             _ => 1,
         };
         if s.len() != nsrc {
-            return Err(KernelError::format(format!("{name}: {} sources, expected {nsrc}", s.len())));
+            return Err(KernelError::format(format!(
+                "{name}: {} sources, expected {nsrc}",
+                s.len()
+            )));
         }
         for &v in s {
             let src_shape = &self.value(v).layout.shape;
             let elementwise = !matches!(
                 instr.op,
-                Op::Sum | Op::Max | Op::Min | Op::Prod | Op::Reshape | Op::Permute | Op::Expand | Op::Slice | Op::Pad
-                    | Op::Gather | Op::ScatterAdd | Op::ScatterMax | Op::Matmul
+                Op::Sum
+                    | Op::Max
+                    | Op::Min
+                    | Op::Prod
+                    | Op::Reshape
+                    | Op::Permute
+                    | Op::Expand
+                    | Op::Slice
+                    | Op::Pad
+                    | Op::Gather
+                    | Op::ScatterAdd
+                    | Op::ScatterMax
+                    | Op::Matmul
             );
             if elementwise && src_shape != shape {
                 return Err(shape_err(instr, format!("operand of shape {src_shape:?}")));
             }
         }
-        macro_rules! unary {
-            ($with:ident, $T:ident, $f:expr) => {{
-                $with!(dt, name, $T => {
-                    let (v, out) = self.alloc::<$T>(i)?;
-                    map1(out, shape, self.src::<$T>(instr, s[0])?, $f);
-                    v
-                })
-            }};
-        }
-        macro_rules! binary {
-            ($with:ident, $T:ident, $U:ty, $f:expr) => {{
-                let src_dt = self.value(s[0]).dtype;
-                $with!(src_dt, name, $T => {
-                    let (v, out) = self.alloc::<$U>(i)?;
-                    map2(out, shape, self.src::<$T>(instr, s[0])?, self.src::<$T>(instr, s[1])?, $f);
-                    v
-                })
-            }};
-        }
-        macro_rules! with_any {
-            ($dt:expr, $name:expr, $T:ident => $body:expr) => {
-                with_any_dtype!($dt, $T => $body)
+        if is_elementwise(instr.op) {
+            // One implementation per op: a primitive is a fused kernel of one step.
+            let expr = Expr {
+                steps: vec![Step {
+                    op: StepOp::Op(instr.op),
+                    dtype: dt,
+                    operands: (0..nsrc).collect(),
+                }],
             };
+            return self.fused_with(i, &expr);
         }
         Ok(match instr.op {
             Op::Load => self.load(instr)?,
-            Op::Neg => unary!(with_num_dtype, T, |x: T| x.neg()),
-            Op::Recip => unary!(with_float_dtype, T, |x: T| x.recip()),
-            Op::Sqrt => unary!(with_float_dtype, T, |x: T| x.sqrt()),
-            Op::Exp2 => unary!(with_float_dtype, T, |x: T| x.exp2()),
-            Op::Log2 => unary!(with_float_dtype, T, |x: T| x.log2()),
-            Op::Sin => unary!(with_float_dtype, T, |x: T| x.sin()),
-            Op::BitwiseNot => unary!(with_bits_dtype, T, |x: T| x.not()),
-            Op::Cast => {
-                let from = self.value(s[0]).dtype;
-                with_any_dtype!(from, S => with_any_dtype!(dt, D => {
-                    let (v, out) = self.alloc::<D>(i)?;
-                    map1(out, shape, self.src::<S>(instr, s[0])?, |x: S| D::from_f64(x.to_f64()));
-                    v
-                }))
+            Op::Neg
+            | Op::Recip
+            | Op::Sqrt
+            | Op::Exp2
+            | Op::Log2
+            | Op::Sin
+            | Op::Cast
+            | Op::BitwiseNot
+            | Op::Add
+            | Op::Mul
+            | Op::Maximum
+            | Op::Minimum
+            | Op::Lt
+            | Op::Eq
+            | Op::BitwiseAnd
+            | Op::BitwiseOr
+            | Op::BitwiseXor
+            | Op::Where => {
+                unreachable!("elementwise ops returned above")
             }
-            Op::Add => binary!(with_num_dtype, T, T, |a: T, b: T| a.add(b)),
-            Op::Mul => binary!(with_num_dtype, T, T, |a: T, b: T| a.mul(b)),
-            Op::Maximum => binary!(with_any, T, T, max_nan::<T>),
-            Op::Minimum => binary!(with_any, T, T, min_nan::<T>),
-            Op::Lt => binary!(with_any, T, u8, |a: T, b: T| (a < b) as u8),
-            Op::Eq => binary!(with_any, T, u8, |a: T, b: T| (a == b) as u8),
-            Op::BitwiseAnd => binary!(with_bits_dtype, T, T, |a: T, b: T| a.and(b)),
-            Op::BitwiseOr => binary!(with_bits_dtype, T, T, |a: T, b: T| a.or(b)),
-            Op::BitwiseXor => binary!(with_bits_dtype, T, T, |a: T, b: T| a.xor(b)),
-            Op::Where => with_any_dtype!(dt, T => {
-                let (v, out) = self.alloc::<T>(i)?;
-                let cond = self.src::<u8>(instr, s[0])?;
-                map3(out, shape, cond, self.src::<T>(instr, s[1])?, self.src::<T>(instr, s[2])?, |c, a, b| if c != 0 { a } else { b });
-                v
-            }),
             Op::Sum | Op::Prod | Op::Max | Op::Min => self.reduce(i)?,
             Op::Cumsum | Op::Cumprod | Op::Cummax => self.scan(i)?,
             Op::Reshape => {
                 let src = self.value(s[0]);
                 if numel(&src.layout.shape) != numel(shape) {
-                    return Err(shape_err(instr, format!("cannot reshape {:?}", src.layout.shape)));
+                    return Err(shape_err(
+                        instr,
+                        format!("cannot reshape {:?}", src.layout.shape),
+                    ));
                 }
                 match src.layout.reshape(shape) {
                     Some(layout) => self.view(s[0], layout),
@@ -443,41 +697,77 @@ impl<'p> Executor<'p> {
                 }
             }
             Op::Permute => {
-                let order = (0..shape.len()).map(|k| arg_usize(instr, k)).collect::<Result<Vec<_>>>()?;
+                let order = (0..shape.len())
+                    .map(|k| arg_usize(instr, k))
+                    .collect::<Result<Vec<_>>>()?;
                 let src = &self.value(s[0]).layout;
                 let mut seen = vec![false; order.len()];
-                if order.len() != src.shape.len() || order.iter().any(|&d| d >= seen.len() || std::mem::replace(&mut seen[d], true)) {
-                    return Err(shape_err(instr, format!("order {order:?} is not a permutation")));
+                if order.len() != src.shape.len()
+                    || order
+                        .iter()
+                        .any(|&d| d >= seen.len() || std::mem::replace(&mut seen[d], true))
+                {
+                    return Err(shape_err(
+                        instr,
+                        format!("order {order:?} is not a permutation"),
+                    ));
                 }
                 self.view(s[0], src.permute(&order))
             }
             Op::Expand => {
                 let src = &self.value(s[0]).layout;
-                let lead = shape.len().checked_sub(src.shape.len()).ok_or_else(|| shape_err(instr, "too few axes".into()))?;
-                if src.shape.iter().enumerate().any(|(d, &n)| n != 1 && n != shape[d + lead]) {
+                let lead = shape
+                    .len()
+                    .checked_sub(src.shape.len())
+                    .ok_or_else(|| shape_err(instr, "too few axes".into()))?;
+                if src
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .any(|(d, &n)| n != 1 && n != shape[d + lead])
+                {
                     return Err(shape_err(instr, format!("cannot expand {:?}", src.shape)));
                 }
                 self.view(s[0], src.expand(shape))
             }
             Op::Slice => {
                 let nd = shape.len();
-                let starts = (0..nd).map(|d| arg_usize(instr, 2 * d)).collect::<Result<Vec<_>>>()?;
-                let steps = (0..nd).map(|d| arg_usize(instr, 2 * d + 1)).collect::<Result<Vec<_>>>()?;
+                let starts = (0..nd)
+                    .map(|d| arg_usize(instr, 2 * d))
+                    .collect::<Result<Vec<_>>>()?;
+                let steps = (0..nd)
+                    .map(|d| arg_usize(instr, 2 * d + 1))
+                    .collect::<Result<Vec<_>>>()?;
                 let src = &self.value(s[0]).layout;
                 let fits = src.shape.len() == nd
-                    && (0..nd).all(|d| shape[d] == 0 || (steps[d] >= 1 && starts[d] + (shape[d] - 1) * steps[d] < src.shape[d]));
+                    && (0..nd).all(|d| {
+                        shape[d] == 0
+                            || (steps[d] >= 1
+                                && starts[d] + (shape[d] - 1) * steps[d] < src.shape[d])
+                    });
                 if !fits {
-                    return Err(shape_err(instr, format!("slice of {:?} out of range", src.shape)));
+                    return Err(shape_err(
+                        instr,
+                        format!("slice of {:?} out of range", src.shape),
+                    ));
                 }
                 self.view(s[0], src.slice(&starts, &steps, shape))
             }
             Op::Pad => {
                 let nd = shape.len();
-                let value = *instr.args.first().ok_or_else(|| KernelError::format("pad: missing value"))?;
-                let before = (0..nd).map(|d| arg_usize(instr, 1 + d)).collect::<Result<Vec<_>>>()?;
+                let value = *instr
+                    .args
+                    .first()
+                    .ok_or_else(|| KernelError::format("pad: missing value"))?;
+                let before = (0..nd)
+                    .map(|d| arg_usize(instr, 1 + d))
+                    .collect::<Result<Vec<_>>>()?;
                 let src_shape = self.value(s[0]).layout.shape.clone();
                 if src_shape.len() != nd || (0..nd).any(|d| before[d] + src_shape[d] > shape[d]) {
-                    return Err(shape_err(instr, format!("padding {src_shape:?} out of range")));
+                    return Err(shape_err(
+                        instr,
+                        format!("padding {src_shape:?} out of range"),
+                    ));
                 }
                 with_any_dtype!(dt, T => {
                     let (v, out) = self.alloc::<T>(i)?;
@@ -493,7 +783,13 @@ impl<'p> Executor<'p> {
                     && src.shape.len() == idx.shape.len()
                     && (0..shape.len()).all(|d| d == axis || idx.shape[d] <= src.shape[d]);
                 if !ok {
-                    return Err(shape_err(instr, format!("index {:?} does not fit source {:?} on axis {axis}", idx.shape, src.shape)));
+                    return Err(shape_err(
+                        instr,
+                        format!(
+                            "index {:?} does not fit source {:?} on axis {axis}",
+                            idx.shape, src.shape
+                        ),
+                    ));
                 }
                 with_any_dtype!(dt, T => {
                     let (v, out) = self.alloc::<T>(i)?;
@@ -502,7 +798,10 @@ impl<'p> Executor<'p> {
                 })
             }
             Op::Matmul => {
-                let (a, b) = (&self.value(s[0]).layout.shape, &self.value(s[1]).layout.shape);
+                let (a, b) = (
+                    &self.value(s[0]).layout.shape,
+                    &self.value(s[1]).layout.shape,
+                );
                 let nd = shape.len();
                 let ok = nd >= 2
                     && a.len() == nd
@@ -523,17 +822,26 @@ impl<'p> Executor<'p> {
             }
             Op::ScatterAdd | Op::ScatterMax => {
                 let axis = arg_usize(instr, 0)?;
-                let (tgt, idx, src) = (&self.value(s[0]).layout, &self.value(s[1]).layout, &self.value(s[2]).layout);
+                let (tgt, idx, src) = (
+                    &self.value(s[0]).layout,
+                    &self.value(s[1]).layout,
+                    &self.value(s[2]).layout,
+                );
                 let nd = shape.len();
                 let ok = axis < nd
                     && tgt.shape == *shape
                     && idx.shape.len() == nd
                     && src.shape.len() == nd
-                    && (0..nd).all(|d| idx.shape[d] <= src.shape[d] && (d == axis || idx.shape[d] <= shape[d]));
+                    && (0..nd).all(|d| {
+                        idx.shape[d] <= src.shape[d] && (d == axis || idx.shape[d] <= shape[d])
+                    });
                 if !ok {
                     return Err(shape_err(
                         instr,
-                        format!("index {:?} does not fit target {:?} and source {:?} on axis {axis}", idx.shape, tgt.shape, src.shape),
+                        format!(
+                            "index {:?} does not fit target {:?} and source {:?} on axis {axis}",
+                            idx.shape, tgt.shape, src.shape
+                        ),
                     ));
                 }
                 // The index walks only its own extent of the source.
@@ -563,9 +871,14 @@ impl<'p> Executor<'p> {
 
     fn axes(instr: &Instr, nd: usize) -> Result<Vec<usize>> {
         let n = arg_usize(instr, 0)?;
-        let axes = (0..n).map(|k| arg_usize(instr, 1 + k)).collect::<Result<Vec<_>>>()?;
+        let axes = (0..n)
+            .map(|k| arg_usize(instr, 1 + k))
+            .collect::<Result<Vec<_>>>()?;
         if axes.iter().any(|&a| a >= nd) {
-            return Err(shape_err(instr, format!("axes {axes:?} out of range for {nd} dimensions")));
+            return Err(shape_err(
+                instr,
+                format!("axes {axes:?} out of range for {nd} dimensions"),
+            ));
         }
         Ok(axes)
     }
@@ -575,9 +888,18 @@ impl<'p> Executor<'p> {
         let name = instr.op.name();
         let src_shape = self.value(instr.srcs[0]).layout.shape.clone();
         let axes = Self::axes(instr, src_shape.len())?;
-        let expect: Vec<usize> = (0..src_shape.len()).map(|d| if axes.contains(&d) { 1 } else { src_shape[d] }).collect();
-        if expect != instr.shape || (matches!(instr.op, Op::Max | Op::Min) && numel(&src_shape) == 0 && numel(&expect) > 0) {
-            return Err(shape_err(instr, format!("cannot reduce {src_shape:?} over {axes:?}")));
+        let expect: Vec<usize> = (0..src_shape.len())
+            .map(|d| if axes.contains(&d) { 1 } else { src_shape[d] })
+            .collect();
+        if expect != instr.shape
+            || (matches!(instr.op, Op::Max | Op::Min)
+                && numel(&src_shape) == 0
+                && numel(&expect) > 0)
+        {
+            return Err(shape_err(
+                instr,
+                format!("cannot reduce {src_shape:?} over {axes:?}"),
+            ));
         }
         macro_rules! run {
             ($T:ident, $fold:expr) => {{
@@ -606,7 +928,13 @@ impl<'p> Executor<'p> {
         macro_rules! run {
             ($T:ident, $fold:expr) => {{
                 let (v, out) = self.alloc::<$T>(i)?;
-                scan(out, self.src::<$T>(instr, instr.srcs[0])?, axis, reverse, &$fold);
+                scan(
+                    out,
+                    self.src::<$T>(instr, instr.srcs[0])?,
+                    axis,
+                    reverse,
+                    &$fold,
+                );
                 v
             }};
         }

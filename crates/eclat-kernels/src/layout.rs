@@ -30,7 +30,11 @@ pub fn numel(shape: &[usize]) -> usize {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Layout {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -69,7 +73,11 @@ impl Layout {
                 }
             })
             .collect();
-        Layout { shape: shape.to_vec(), strides, offset: self.offset }
+        Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        }
     }
 
     /// Takes `shape[d]` elements from `starts[d]` every `steps[d]` along each axis.
@@ -82,7 +90,11 @@ impl Layout {
             }
             strides[d] *= steps[d] as isize;
         }
-        Layout { shape: shape.to_vec(), strides, offset }
+        Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset,
+        }
     }
 
     /// A reshaped view when no copy is needed (contiguous data), else None.
@@ -113,7 +125,10 @@ impl Layout {
 
 /// Merges adjacent axes that every operand walks as one (and drops size-1 axes),
 /// so the innermost run is as long as possible. `strides[k]` belongs to operand k.
-pub fn collapse<const K: usize>(shape: &[usize], strides: [&[isize]; K]) -> (Vec<usize>, [Vec<isize>; K]) {
+pub fn collapse<const K: usize>(
+    shape: &[usize],
+    strides: [&[isize]; K],
+) -> (Vec<usize>, [Vec<isize>; K]) {
     let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
     let mut out_strides: [Vec<isize>; K] = std::array::from_fn(|_| Vec::with_capacity(shape.len()));
     for d in 0..shape.len() {
@@ -232,18 +247,34 @@ pub fn for_each_tile<const K: usize>(
         return;
     }
     if nd < 2 {
-        for_each_run(shape, strides, base, start, end, |o, pos, len| f(o, pos, 1, len));
+        for_each_run(shape, strides, base, start, end, |o, pos, len| {
+            f(o, pos, 1, len)
+        });
         return;
     }
     let cols = shape[nd - 1];
-    debug_assert!(start % cols == 0 && end % cols == 0, "tiles start on row boundaries");
+    debug_assert!(
+        start % cols == 0 && end % cols == 0,
+        "tiles start on row boundaries"
+    );
     let outer: [Vec<isize>; K] = std::array::from_fn(|k| strides[k][..nd - 1].to_vec());
-    for_each_run(&shape[..nd - 1], &outer, base, start / cols, end / cols, |o, row, rows| f(o, row * cols, rows, cols));
+    for_each_run(
+        &shape[..nd - 1],
+        &outer,
+        base,
+        start / cols,
+        end / cols,
+        |o, row, rows| f(o, row * cols, rows, cols),
+    );
 }
 
 /// Rows of a row-major shape: the granule chunks must respect for tiles.
 pub fn row_len(shape: &[usize]) -> usize {
-    if shape.len() < 2 { 1 } else { shape[shape.len() - 1].max(1) }
+    if shape.len() < 2 {
+        1
+    } else {
+        shape[shape.len() - 1].max(1)
+    }
 }
 
 #[cfg(test)]
@@ -271,12 +302,21 @@ mod tests {
         let l = Layout::contiguous(&[3, 5]).permute(&[1, 0]);
         for (start, end) in [(0, 15), (2, 11), (4, 5), (14, 15)] {
             let mut seen = vec![];
-            for_each_run(&l.shape, &[l.strides.clone()], [0], start, end, |[o], pos, len| {
-                for i in 0..len {
-                    seen.push((pos + i, o + i as isize * l.strides[1]));
-                }
-            });
-            let expected: Vec<_> = (start..end).map(|p| (p, ((p % 3) * 5 + p / 3) as isize)).collect();
+            for_each_run(
+                &l.shape,
+                &[l.strides.clone()],
+                [0],
+                start,
+                end,
+                |[o], pos, len| {
+                    for i in 0..len {
+                        seen.push((pos + i, o + i as isize * l.strides[1]));
+                    }
+                },
+            );
+            let expected: Vec<_> = (start..end)
+                .map(|p| (p, ((p % 3) * 5 + p / 3) as isize))
+                .collect();
             assert_eq!(seen, expected);
         }
     }

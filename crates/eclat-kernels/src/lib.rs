@@ -9,9 +9,11 @@ pub mod exec;
 pub mod kernels;
 pub mod layout;
 pub mod machine;
+pub mod math;
 pub mod op;
 pub mod pool;
 pub mod program;
+pub mod simd;
 
 pub use dtype::DType;
 pub use error::{ErrorKind, KernelError};

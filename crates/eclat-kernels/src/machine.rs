@@ -15,7 +15,8 @@ pub fn simd_level() -> &'static str {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return "avx512";
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return "avx2";
         }
     }
@@ -43,11 +44,13 @@ pub fn triad_gbps(bytes: usize) -> f64 {
         best_of(5, || {
             let chunk = n.div_ceil(num_threads() * 4);
             let t = Instant::now();
-            a.par_chunks_mut(chunk).zip(b.par_chunks(chunk).zip(c.par_chunks(chunk))).for_each(|(a, (b, c))| {
-                for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
-                    *a = b + 3.0 * c;
-                }
-            });
+            a.par_chunks_mut(chunk)
+                .zip(b.par_chunks(chunk).zip(c.par_chunks(chunk)))
+                .for_each(|(a, (b, c))| {
+                    for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
+                        *a = b + 3.0 * c;
+                    }
+                });
             std::hint::black_box(&a);
             3.0 * (n * 4) as f64 / t.elapsed().as_secs_f64() / 1e9
         })
@@ -91,7 +94,8 @@ fn fma_loop() -> f64 {
             // SAFETY: the CPU supports AVX-512F (checked just above).
             return unsafe { fma_avx512() };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { fma_avx2() };
         }

@@ -7,6 +7,17 @@
 //! ```
 //! Instruction `i` defines value `i`; `srcs` name earlier values. Every integer is
 //! exact in an f64, and the one real-valued argument (pad's fill) needs f64 anyway.
+//!
+//! A fused kernel (built by the scheduler, not a primitive) has op code
+//! [`FUSED`] + the code of its root op: an elementwise op for a fused map, a
+//! reduction for a fused reduce (whose args are the reduction's axes). Its args
+//! are followed by an [`Expr`]:
+//!
+//! ```text
+//! [n_steps, (op, dtype, n_operands, operands..., [value if op == CONST]) per step]
+//! ```
+//! Register `r < n_srcs` is source `r`; register `n_srcs + j` is step `j`'s
+//! result; the last step is the kernel's value.
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
@@ -20,6 +31,57 @@ pub struct Instr {
     pub shape: Vec<usize>,
     pub srcs: Vec<usize>,
     pub args: Vec<f64>,
+    /// The elementwise expression of a fused kernel.
+    pub expr: Option<Expr>,
+}
+
+/// Added to the root op's code to mark a fused kernel.
+pub const FUSED: i64 = 64;
+/// The op code of a constant step in an [`Expr`].
+pub const CONST: i64 = -1;
+
+/// What one step of a fused expression computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepOp {
+    /// A scalar constant (broadcast).
+    Const(f64),
+    /// An elementwise primitive.
+    Op(Op),
+}
+
+/// One step of a fused expression: its result has `dtype`.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub op: StepOp,
+    pub dtype: DType,
+    pub operands: Vec<usize>,
+}
+
+/// A DAG of elementwise steps over the kernel's sources, in evaluation order.
+#[derive(Clone, Debug)]
+pub struct Expr {
+    pub steps: Vec<Step>,
+}
+
+impl Expr {
+    /// A short description for errors and profiles: `fused[sin,exp2,mul]`.
+    pub fn label(&self) -> String {
+        if let [Step {
+            op: StepOp::Op(op), ..
+        }] = self.steps[..]
+        {
+            return op.name().to_string();
+        }
+        let names: Vec<&str> = self
+            .steps
+            .iter()
+            .map(|s| match s.op {
+                StepOp::Const(_) => "const",
+                StepOp::Op(op) => op.name(),
+            })
+            .collect();
+        format!("fused[{}]", names.join(","))
+    }
 }
 
 /// A decoded program: instructions plus which values fill which output slots.
@@ -46,17 +108,53 @@ impl Reader<'_> {
     fn int(&mut self) -> Result<i64> {
         let v = self.next()?;
         if v.fract() != 0.0 || !v.is_finite() {
-            return Err(KernelError::format(format!("expected an integer in the program, found {v}")));
+            return Err(KernelError::format(format!(
+                "expected an integer in the program, found {v}"
+            )));
         }
         Ok(v as i64)
     }
     fn count(&mut self) -> Result<usize> {
         let v = self.int()?;
-        usize::try_from(v).map_err(|_| KernelError::format(format!("negative count {v} in the program")))
+        usize::try_from(v)
+            .map_err(|_| KernelError::format(format!("negative count {v} in the program")))
     }
     fn counts(&mut self, n: usize) -> Result<Vec<usize>> {
         (0..n).map(|_| self.count()).collect()
     }
+}
+
+/// Reads the expression of fused instruction `i` with `n_srcs` sources.
+fn decode_expr(r: &mut Reader, i: usize, n_srcs: usize) -> Result<Expr> {
+    let n = r.count()?;
+    if n == 0 {
+        return Err(KernelError::format(format!(
+            "fused instruction {i} has no steps"
+        )));
+    }
+    let mut steps = Vec::with_capacity(n.min(r.words.len()));
+    for j in 0..n {
+        let code = r.int()?;
+        let dtype = DType::from_code(r.int()?)?;
+        let n_operands = r.count()?;
+        let operands = r.counts(n_operands)?;
+        if let Some(&bad) = operands.iter().find(|&&o| o >= n_srcs + j) {
+            return Err(KernelError::format(format!(
+                "fused instruction {i}: step {j} reads register {bad} before it exists"
+            )));
+        }
+        let op = if code == CONST {
+            StepOp::Const(r.next()?)
+        } else {
+            StepOp::Op(Op::from_code(code)?)
+        };
+        steps.push(Step {
+            op,
+            dtype,
+            operands,
+        });
+    }
+    Ok(Expr { steps })
 }
 
 /// Decodes and validates the structure of a program (sources name earlier values,
@@ -66,18 +164,34 @@ pub fn decode(words: &[f64]) -> Result<Program> {
     let n = r.count()?;
     let mut instrs = Vec::with_capacity(n.min(words.len()));
     for i in 0..n {
-        let op = Op::from_code(r.int()?)?;
+        let code = r.int()?;
+        let fused = code >= FUSED;
+        let op = Op::from_code(if fused { code - FUSED } else { code })?;
         let dtype = DType::from_code(r.int()?)?;
         let ndim = r.count()?;
         let shape = r.counts(ndim)?;
         let n_srcs = r.count()?;
         let srcs = r.counts(n_srcs)?;
         if let Some(&bad) = srcs.iter().find(|&&s| s >= i) {
-            return Err(KernelError::format(format!("instruction {i} reads value {bad} before it exists")));
+            return Err(KernelError::format(format!(
+                "instruction {i} reads value {bad} before it exists"
+            )));
         }
         let n_args = r.count()?;
         let args = (0..n_args).map(|_| r.next()).collect::<Result<Vec<_>>>()?;
-        instrs.push(Instr { op, dtype, shape, srcs, args });
+        let expr = if fused {
+            Some(decode_expr(&mut r, i, n_srcs)?)
+        } else {
+            None
+        };
+        instrs.push(Instr {
+            op,
+            dtype,
+            shape,
+            srcs,
+            args,
+            expr,
+        });
     }
     let n_out = r.count()?;
     let mut outputs = Vec::with_capacity(n_out.min(words.len()));
@@ -85,10 +199,14 @@ pub fn decode(words: &[f64]) -> Result<Program> {
         let value = r.count()?;
         let slot = r.count()?;
         if value >= n {
-            return Err(KernelError::format(format!("output names value {value} of {n}")));
+            return Err(KernelError::format(format!(
+                "output names value {value} of {n}"
+            )));
         }
         if outputs.iter().any(|&(_, s)| s == slot) {
-            return Err(KernelError::format(format!("output slot {slot} used twice")));
+            return Err(KernelError::format(format!(
+                "output slot {slot} used twice"
+            )));
         }
         outputs.push((value, slot));
     }

@@ -16,7 +16,10 @@ fn to_js_error(e: KernelError) -> Error {
 /// written. A panic becomes an error; it never unwinds into Node.
 fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) -> napi::Result<()> {
     if n_inputs > buffers.len() {
-        return Err(Error::new(Status::InvalidArg, "realize: more inputs than buffers".to_owned()));
+        return Err(Error::new(
+            Status::InvalidArg,
+            "realize: more inputs than buffers".to_owned(),
+        ));
     }
     let (inputs, outputs) = buffers.split_at_mut(n_inputs);
     let inputs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
@@ -31,7 +34,10 @@ fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) ->
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("unknown panic");
-            Err(Error::new(Status::GenericFailure, format!("InternalError: kernel panicked: {what}")))
+            Err(Error::new(
+                Status::GenericFailure,
+                format!("InternalError: kernel panicked: {what}"),
+            ))
         }
     }
 }
@@ -39,7 +45,11 @@ fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) ->
 /// Runs an encoded program on the calling thread (which blocks until it is done).
 /// `buffers` holds the program's inputs, then its outputs, as byte views.
 #[napi]
-pub fn realize_sync(program: Float64Array, mut buffers: Vec<Uint8Array>, n_inputs: u32) -> napi::Result<()> {
+pub fn realize_sync(
+    program: Float64Array,
+    mut buffers: Vec<Uint8Array>,
+    n_inputs: u32,
+) -> napi::Result<()> {
     realize_impl(&program, &mut buffers, n_inputs as usize)
 }
 
@@ -66,8 +76,16 @@ impl Task for Realize {
 /// Like `realizeSync`, but runs on a worker thread and resolves when the outputs
 /// are written; the buffers stay referenced until then.
 #[napi]
-pub fn realize_async(program: Float64Array, buffers: Vec<Uint8Array>, n_inputs: u32) -> AsyncTask<Realize> {
-    AsyncTask::new(Realize { program, buffers, n_inputs: n_inputs as usize })
+pub fn realize_async(
+    program: Float64Array,
+    buffers: Vec<Uint8Array>,
+    n_inputs: u32,
+) -> AsyncTask<Realize> {
+    AsyncTask::new(Realize {
+        program,
+        buffers,
+        n_inputs: n_inputs as usize,
+    })
 }
 
 /// The primitive ops the kernels implement, in code order.

@@ -18,7 +18,12 @@ fn check_index(op: &str, v: i32, axis: usize, size: usize) -> Result<isize> {
 }
 
 /// `out[p] = src[p with p[axis] = index[p]]`; `out` has the index's shape.
-pub fn gather<T: Copy + Send + Sync>(out: &mut [T], src: Src<T>, axis: usize, index: Src<i32>) -> Result<()> {
+pub fn gather<T: Copy + Send + Sync>(
+    out: &mut [T],
+    src: Src<T>,
+    axis: usize,
+    index: Src<i32>,
+) -> Result<()> {
     let shape = &index.layout.shape;
     let size = src.layout.shape[axis];
     let axis_stride = src.layout.strides[axis];
@@ -29,22 +34,29 @@ pub fn gather<T: Copy + Send + Sync>(out: &mut [T], src: Src<T>, axis: usize, in
     let (ii, is) = (*strides[0].last().unwrap(), *strides[1].last().unwrap());
     try_par_chunks(out, |chunk, start| {
         let mut bad = None;
-        for_each_run(&cshape, &strides, [index.layout.offset, src.layout.offset], start, start + chunk.len(), |[oi, os], pos, len| {
-            if bad.is_some() {
-                return;
-            }
-            let o = &mut chunk[pos - start..pos - start + len];
-            for (k, o) in o.iter_mut().enumerate() {
-                let k = k as isize;
-                let v = index.data[(oi + k * ii) as usize];
-                // One unsigned compare rejects negatives and values past the end.
-                if v as u32 as usize >= size {
-                    bad = Some(v);
+        for_each_run(
+            &cshape,
+            &strides,
+            [index.layout.offset, src.layout.offset],
+            start,
+            start + chunk.len(),
+            |[oi, os], pos, len| {
+                if bad.is_some() {
                     return;
                 }
-                *o = src.data[(os + k * is + v as isize * axis_stride) as usize];
-            }
-        });
+                let o = &mut chunk[pos - start..pos - start + len];
+                for (k, o) in o.iter_mut().enumerate() {
+                    let k = k as isize;
+                    let v = index.data[(oi + k * ii) as usize];
+                    // One unsigned compare rejects negatives and values past the end.
+                    if v as u32 as usize >= size {
+                        bad = Some(v);
+                        return;
+                    }
+                    *o = src.data[(os + k * is + v as isize * axis_stride) as usize];
+                }
+            },
+        );
         match bad {
             Some(v) => check_index("gather", v, axis, size).map(|_| ()),
             None => Ok(()),
@@ -85,22 +97,48 @@ pub fn scatter<T: Copy + Send + Sync>(
     let others: Vec<usize> = (0..shape.len()).filter(|&d| d != axis).collect();
     let pick = |s: &[isize]| others.iter().map(|&d| s[d]).collect::<Vec<_>>();
     let row_shape: Vec<usize> = others.iter().map(|&d| shape[d]).collect();
-    let (rshape, strides) = collapse(&row_shape, [&pick(&index.layout.strides), &pick(&src.layout.strides), &pick(&out_strides)]);
-    let (si, ss, so) = (index.layout.strides[axis], src.layout.strides[axis], out_strides[axis]);
+    let (rshape, strides) = collapse(
+        &row_shape,
+        [
+            &pick(&index.layout.strides),
+            &pick(&src.layout.strides),
+            &pick(&out_strides),
+        ],
+    );
+    let (si, ss, so) = (
+        index.layout.strides[axis],
+        src.layout.strides[axis],
+        out_strides[axis],
+    );
     let rows = numel(&row_shape);
     let base = [index.layout.offset, src.layout.offset, 0];
     let row_bases = |first: usize, count: usize| {
         let mut bases = Vec::with_capacity(count);
-        for_each_run(&rshape, &strides, base, first, first + count, |[bi, bs, bo], _, k| {
-            let inner = [*strides[0].last().unwrap(), *strides[1].last().unwrap(), *strides[2].last().unwrap()];
-            for j in 0..k as isize {
-                bases.push([bi + j * inner[0], bs + j * inner[1], bo + j * inner[2]]);
-            }
-        });
+        for_each_run(
+            &rshape,
+            &strides,
+            base,
+            first,
+            first + count,
+            |[bi, bs, bo], _, k| {
+                let inner = [
+                    *strides[0].last().unwrap(),
+                    *strides[1].last().unwrap(),
+                    *strides[2].last().unwrap(),
+                ];
+                for j in 0..k as isize {
+                    bases.push([bi + j * inner[0], bs + j * inner[1], bo + j * inner[2]]);
+                }
+            },
+        );
         bases
     };
     // Scatters positions `from..to` of one row into `write(out_position, value)`.
-    let scatter_row = |[bi, bs, bo]: [isize; 3], from: usize, to: usize, write: &mut dyn FnMut(usize, T)| -> Result<()> {
+    let scatter_row = |[bi, bs, bo]: [isize; 3],
+                       from: usize,
+                       to: usize,
+                       write: &mut dyn FnMut(usize, T)|
+     -> Result<()> {
         for j in from as isize..to as isize {
             let v = check_index(op, index.data[(bi + j * si) as usize], axis, size)?;
             write((bo + v * so) as usize, src.data[(bs + j * ss) as usize]);
@@ -124,7 +162,9 @@ pub fn scatter<T: Copy + Send + Sync>(
                 for b in row_bases(first, per.min(rows - first)) {
                     // SAFETY (of `update`): rows differ off the scatter axis, so
                     // no two tasks touch the same output position.
-                    scatter_row(b, 0, len, &mut |p, x| shared.update(p, |old| combine(old, x)))?;
+                    scatter_row(b, 0, len, &mut |p, x| {
+                        shared.update(p, |old| combine(old, x))
+                    })?;
                 }
                 Ok(())
             })
@@ -176,7 +216,19 @@ mod tests {
         let idx = vec![0i32, 0, 1, 0];
         let l = Layout::contiguous(&[2, 2]);
         let mut out = vec![0f32; 4];
-        gather(&mut out, Src { data: &src, layout: &l }, 1, Src { data: &idx, layout: &l }).unwrap();
+        gather(
+            &mut out,
+            Src {
+                data: &src,
+                layout: &l,
+            },
+            1,
+            Src {
+                data: &idx,
+                layout: &l,
+            },
+        )
+        .unwrap();
         assert_eq!(out, vec![1.0, 1.0, 4.0, 3.0]);
     }
 
@@ -186,9 +238,15 @@ mod tests {
         let idx = vec![2i32];
         let err = gather(
             &mut [0f32],
-            Src { data: &src, layout: &Layout::contiguous(&[2]) },
+            Src {
+                data: &src,
+                layout: &Layout::contiguous(&[2]),
+            },
             0,
-            Src { data: &idx, layout: &Layout::contiguous(&[1]) },
+            Src {
+                data: &idx,
+                layout: &Layout::contiguous(&[1]),
+            },
         )
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Index);
@@ -198,7 +256,10 @@ mod tests {
     #[test]
     fn every_strategy_matches_the_serial_sum() {
         // Rows in parallel ([64, 5000] along axis 1), and one long row split into partials.
-        for (out_shape, idx_shape, axis) in [(vec![64usize, 300], vec![64usize, 5000], 1usize), (vec![1000], vec![200_000], 0)] {
+        for (out_shape, idx_shape, axis) in [
+            (vec![64usize, 300], vec![64usize, 5000], 1usize),
+            (vec![1000], vec![200_000], 0),
+        ] {
             let n: usize = idx_shape.iter().product();
             let size = out_shape[axis];
             let idx: Vec<i32> = (0..n).map(|i| ((i * 7919) % size) as i32).collect();
@@ -207,15 +268,38 @@ mod tests {
             let cols = if axis == 1 { idx_shape[1] } else { n };
             for i in 0..n {
                 let row = i / cols;
-                let p = if axis == 1 { row * size + idx[i] as usize } else { idx[i] as usize };
+                let p = if axis == 1 {
+                    row * size + idx[i] as usize
+                } else {
+                    idx[i] as usize
+                };
                 expected[p] += src[i];
             }
             let mut out = vec![0i64; expected.len()];
-            let (li, ls) = (Layout::contiguous(&idx_shape), Layout::contiguous(&idx_shape));
-            crate::pool::pool().install(|| {
-                scatter("scatterAdd", &mut out, &out_shape, axis, Src { data: &idx, layout: &li }, Src { data: &src, layout: &ls }, 0, |a, b| a + b)
-            })
-            .unwrap();
+            let (li, ls) = (
+                Layout::contiguous(&idx_shape),
+                Layout::contiguous(&idx_shape),
+            );
+            crate::pool::pool()
+                .install(|| {
+                    scatter(
+                        "scatterAdd",
+                        &mut out,
+                        &out_shape,
+                        axis,
+                        Src {
+                            data: &idx,
+                            layout: &li,
+                        },
+                        Src {
+                            data: &src,
+                            layout: &ls,
+                        },
+                        0,
+                        |a, b| a + b,
+                    )
+                })
+                .unwrap();
             assert_eq!(out, expected);
         }
     }
@@ -226,8 +310,23 @@ mod tests {
         let idx = vec![0i32, 2, 0, 1];
         let src = vec![1f32, 2.0, 3.0, 4.0];
         let l = Layout::contiguous(&[4]);
-        scatter("scatterAdd", &mut out, &[3], 0, Src { data: &idx, layout: &l }, Src { data: &src, layout: &l }, 0.0, |a, b| a + b)
-            .unwrap();
+        scatter(
+            "scatterAdd",
+            &mut out,
+            &[3],
+            0,
+            Src {
+                data: &idx,
+                layout: &l,
+            },
+            Src {
+                data: &src,
+                layout: &l,
+            },
+            0.0,
+            |a, b| a + b,
+        )
+        .unwrap();
         assert_eq!(out, vec![4.0, 4.0, 2.0]);
     }
 }

@@ -2,6 +2,7 @@
 //! the element type; `exec` picks the type from the instruction's dtype.
 
 pub mod elementwise;
+pub mod fused;
 pub mod index;
 pub mod matmul;
 pub mod reduce;
@@ -25,13 +26,19 @@ pub(crate) fn par_chunks<U: Send>(out: &mut [U], body: impl Fn(&mut [U], usize) 
 }
 
 /// Like [`par_chunks`] with every chunk a multiple of `granule` positions long.
-pub(crate) fn par_chunks_of<U: Send>(out: &mut [U], granule: usize, body: impl Fn(&mut [U], usize) + Sync) {
+pub(crate) fn par_chunks_of<U: Send>(
+    out: &mut [U],
+    granule: usize,
+    body: impl Fn(&mut [U], usize) + Sync,
+) {
     let n = out.len();
     let len = chunk_len(n).next_multiple_of(granule.max(1));
     if n <= len {
         body(out, 0);
     } else {
-        out.par_chunks_mut(len).enumerate().for_each(|(i, c)| body(c, i * len));
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, c)| body(c, i * len));
     }
 }
 
@@ -45,8 +52,11 @@ pub(crate) fn try_par_chunks<U: Send, E: Send>(
     if n <= len {
         body(out, 0)
     } else {
-        let results: Vec<Result<(), E>> =
-            out.par_chunks_mut(len).enumerate().map(|(i, c)| body(c, i * len)).collect();
+        let results: Vec<Result<(), E>> = out
+            .par_chunks_mut(len)
+            .enumerate()
+            .map(|(i, c)| body(c, i * len))
+            .collect();
         results.into_iter().collect()
     }
 }
@@ -70,7 +80,11 @@ impl<T: Copy> SharedOut<T> {
     /// if `i` is out of bounds.
     #[inline(always)]
     pub(crate) fn update(&self, i: usize, f: impl FnOnce(T) -> T) {
-        assert!(i < self.len, "kernel write at {i} past the output of {} elements", self.len);
+        assert!(
+            i < self.len,
+            "kernel write at {i} past the output of {} elements",
+            self.len
+        );
         // SAFETY: in bounds (checked above) of a slice that outlives the kernel;
         // the caller guarantees no other task reads or writes position `i`.
         unsafe {
@@ -82,13 +96,20 @@ impl<T: Copy> SharedOut<T> {
 
 impl<T> SharedOut<T> {
     pub(crate) fn new(out: &mut [T]) -> Self {
-        SharedOut { ptr: out.as_mut_ptr(), len: out.len() }
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
     }
     /// The `len` positions from `start` as a slice, panicking if they exceed
     /// the output. The caller must be the only task touching that range.
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn slice_mut(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(start <= self.len && len <= self.len - start, "kernel range {start}+{len} past the output of {} elements", self.len);
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "kernel range {start}+{len} past the output of {} elements",
+            self.len
+        );
         // SAFETY: the range is in bounds (checked above) of a slice that outlives
         // the kernel, and the caller's task is the only one using it.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
@@ -97,7 +118,11 @@ impl<T> SharedOut<T> {
     /// Writes `v` at `i`, panicking (never writing) if `i` is out of bounds.
     #[inline(always)]
     pub(crate) fn write(&self, i: usize, v: T) {
-        assert!(i < self.len, "kernel write at {i} past the output of {} elements", self.len);
+        assert!(
+            i < self.len,
+            "kernel write at {i} past the output of {} elements",
+            self.len
+        );
         // SAFETY: `i` is in bounds of the slice this pointer came from, which
         // outlives the kernel, and no other task writes position `i`.
         unsafe { self.ptr.add(i).write(v) }

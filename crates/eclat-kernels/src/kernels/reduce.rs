@@ -127,7 +127,12 @@ extreme_fold!(Max, max_nan);
 extreme_fold!(Min, min_nan);
 
 /// Reduces `src` over `axes`, writing one value per output position.
-pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axes: &[usize], fold: &F) {
+pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
+    out: &mut [T],
+    src: Src<T>,
+    axes: &[usize],
+    fold: &F,
+) {
     let nd = src.layout.shape.len();
     let keep: Vec<usize> = (0..nd).filter(|d| !axes.contains(d)).collect();
     let order: Vec<usize> = keep.iter().chain(axes.iter()).copied().collect();
@@ -168,7 +173,9 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axe
     });
     let fold_row_serial = |base: isize| -> T {
         if let Some(offsets) = &small {
-            let acc = offsets.iter().fold(fold.init(), |acc, &o| fold.step(acc, src.data[(base + o) as usize]));
+            let acc = offsets.iter().fold(fold.init(), |acc, &o| {
+                fold.step(acc, src.data[(base + o) as usize])
+            });
             return fold.finish(fold.merge(fold.init(), acc));
         }
         let mut acc = fold.init();
@@ -187,12 +194,23 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axe
         // Few long rows: split each row's blocks across threads, merge in order.
         for (i, o) in out.iter_mut().enumerate() {
             let mut base = 0;
-            for_each_run(&oshape, &ostrides, [src.layout.offset], i, i + 1, |[b], _, _| base = b);
+            for_each_run(
+                &oshape,
+                &ostrides,
+                [src.layout.offset],
+                i,
+                i + 1,
+                |[b], _, _| base = b,
+            );
             let partials: Vec<F::Acc> = (0..m.div_ceil(BLOCK))
                 .into_par_iter()
                 .map(|b| fold_range(base, b * BLOCK, ((b + 1) * BLOCK).min(m)))
                 .collect();
-            *o = fold.finish(partials.into_iter().fold(fold.init(), |a, b| fold.merge(a, b)));
+            *o = fold.finish(
+                partials
+                    .into_iter()
+                    .fold(fold.init(), |a, b| fold.merge(a, b)),
+            );
         }
         return;
     }
@@ -230,22 +248,31 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axe
     // Parallel over outputs, with chunks sized by the work (outputs times row length).
     let rows_per_chunk = (PARALLEL_THRESHOLD / m.max(1)).max(1);
     let fold_outputs = |rows: &mut [T], start: usize| {
-        for_each_run(&oshape, &ostrides, [src.layout.offset], start, start + rows.len(), |[b], pos, len| {
-            let rows = &mut rows[pos - start..pos - start + len];
-            if columns && len >= 16 {
-                fold_columns(rows, b);
-            } else {
-                for (i, o) in rows.iter_mut().enumerate() {
-                    *o = fold_row_serial(b + i as isize * outer_step);
+        for_each_run(
+            &oshape,
+            &ostrides,
+            [src.layout.offset],
+            start,
+            start + rows.len(),
+            |[b], pos, len| {
+                let rows = &mut rows[pos - start..pos - start + len];
+                if columns && len >= 16 {
+                    fold_columns(rows, b);
+                } else {
+                    for (i, o) in rows.iter_mut().enumerate() {
+                        *o = fold_row_serial(b + i as isize * outer_step);
+                    }
                 }
-            }
-        });
+            },
+        );
     };
     if n_out <= rows_per_chunk || n_out * m < PARALLEL_THRESHOLD {
         fold_outputs(out, 0);
     } else {
         let chunk = rows_per_chunk.max(n_out.div_ceil(num_threads() * 4));
-        out.par_chunks_mut(chunk).enumerate().for_each(|(c, rows)| fold_outputs(rows, c * chunk));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, rows)| fold_outputs(rows, c * chunk));
     }
 }
 
@@ -253,12 +280,14 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axe
 mod tests {
     use super::*;
 
-
     #[test]
     fn sums_each_axis() {
         let data: Vec<f32> = (0..6).map(|x| x as f32).collect();
         let l = Layout::contiguous(&[2, 3]);
-        let src = Src { data: &data, layout: &l };
+        let src = Src {
+            data: &data,
+            layout: &l,
+        };
         let mut rows = vec![0f32; 2];
         reduce(&mut rows, src, &[1], &Sum);
         assert_eq!(rows, vec![3.0, 12.0]);
@@ -277,10 +306,24 @@ mod tests {
             let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 7.0).collect();
             let l = Layout::contiguous(&shape);
             let mut out = vec![0f32; shape[0]];
-            reduce(&mut out, Src { data: &data, layout: &l }, &[1], &Sum);
+            reduce(
+                &mut out,
+                Src {
+                    data: &data,
+                    layout: &l,
+                },
+                &[1],
+                &Sum,
+            );
             for r in 0..shape[0] {
-                let exact: f64 = data[r * shape[1]..(r + 1) * shape[1]].iter().map(|&x| x as f64).sum();
-                assert!((out[r] as f64 - exact).abs() <= exact.abs() * 1e-6, "{shape:?} row {r}");
+                let exact: f64 = data[r * shape[1]..(r + 1) * shape[1]]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .sum();
+                assert!(
+                    (out[r] as f64 - exact).abs() <= exact.abs() * 1e-6,
+                    "{shape:?} row {r}"
+                );
             }
         }
     }
@@ -290,19 +333,40 @@ mod tests {
         // Axis 0 of a [300, 257] matrix (columns path) against the same sums over
         // its transpose's axis 1 (rows path): same order of additions, same bits.
         let (r, c) = (300usize, 257usize);
-        let data: Vec<f32> = (0..r * c).map(|i| ((i * 7919) % 1000) as f32 / 7.0).collect();
+        let data: Vec<f32> = (0..r * c)
+            .map(|i| ((i * 7919) % 1000) as f32 / 7.0)
+            .collect();
         let l = Layout::contiguous(&[r, c]);
         let mut cols = vec![0f32; c];
-        reduce(&mut cols, Src { data: &data, layout: &l }, &[0], &Sum);
+        reduce(
+            &mut cols,
+            Src {
+                data: &data,
+                layout: &l,
+            },
+            &[0],
+            &Sum,
+        );
         let mut maxes = vec![0f32; c];
-        reduce(&mut maxes, Src { data: &data, layout: &l }, &[0], &Max);
+        reduce(
+            &mut maxes,
+            Src {
+                data: &data,
+                layout: &l,
+            },
+            &[0],
+            &Max,
+        );
         for j in 0..c {
             let mut acc = 0f64;
             for i in 0..r {
                 acc += data[i * c + j] as f64;
             }
             assert_eq!(cols[j], acc as f32, "column {j}");
-            assert_eq!(maxes[j], (0..r).map(|i| data[i * c + j]).fold(f32::MIN, f32::max));
+            assert_eq!(
+                maxes[j],
+                (0..r).map(|i| data[i * c + j]).fold(f32::MIN, f32::max)
+            );
         }
     }
 
@@ -311,7 +375,15 @@ mod tests {
         let data: Vec<f32> = vec![];
         let l = Layout::contiguous(&[3, 0]);
         let mut out = vec![9f32; 3];
-        reduce(&mut out, Src { data: &data, layout: &l }, &[1], &Sum);
+        reduce(
+            &mut out,
+            Src {
+                data: &data,
+                layout: &l,
+            },
+            &[1],
+            &Sum,
+        );
         assert_eq!(out, vec![0.0; 3]);
     }
 }

@@ -5,16 +5,22 @@
 //! rescanned from its offset in parallel), so the result does not depend on the
 //! thread count.
 
-use super::reduce::{Fold, BLOCK};
 #[cfg(test)]
 use super::reduce::Sum;
+use super::reduce::{Fold, BLOCK};
 use super::{SharedOut, Src};
 use crate::layout::{collapse, contiguous_strides, for_each_run, numel};
 use crate::pool::{num_threads, PARALLEL_THRESHOLD};
 use rayon::prelude::*;
 
 /// Scans `src` along `axis` into the contiguous `out` (same shape).
-pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axis: usize, reverse: bool, fold: &F) {
+pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(
+    out: &mut [T],
+    src: Src<T>,
+    axis: usize,
+    reverse: bool,
+    fold: &F,
+) {
     let shape = &src.layout.shape;
     let len = shape[axis];
     if out.is_empty() {
@@ -30,7 +36,13 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axis:
     let n_lines = numel(&outer_shape);
     let shared = SharedOut::new(out);
     // Element `i` of a line in scan order (from the end when reversed).
-    let at = |i: usize| if reverse { (len - 1 - i) as isize } else { i as isize };
+    let at = |i: usize| {
+        if reverse {
+            (len - 1 - i) as isize
+        } else {
+            i as isize
+        }
+    };
 
     let scan_range = |bi: isize, bo: isize, start: usize, end: usize, mut acc: F::Acc| {
         if !reverse && s_in == 1 && s_out == 1 {
@@ -50,12 +62,19 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(out: &mut [T], src: Src<T>, axis:
     };
     let line_bases = |first: usize, count: usize| {
         let mut bases = Vec::with_capacity(count);
-        for_each_run(&oshape, &strides, [src.layout.offset, 0], first, first + count, |[bi, bo], _, n| {
-            let (si, so) = (*strides[0].last().unwrap(), *strides[1].last().unwrap());
-            for j in 0..n as isize {
-                bases.push((bi + j * si, bo + j * so));
-            }
-        });
+        for_each_run(
+            &oshape,
+            &strides,
+            [src.layout.offset, 0],
+            first,
+            first + count,
+            |[bi, bo], _, n| {
+                let (si, so) = (*strides[0].last().unwrap(), *strides[1].last().unwrap());
+                for j in 0..n as isize {
+                    bases.push((bi + j * si, bo + j * so));
+                }
+            },
+        );
         bases
     };
 
@@ -105,12 +124,14 @@ mod tests {
     use super::*;
     use crate::layout::Layout;
 
-
     #[test]
     fn scans_both_axes_and_directions() {
         let data: Vec<f64> = (1..=6).map(|x| x as f64).collect();
         let l = Layout::contiguous(&[2, 3]);
-        let src = Src { data: &data, layout: &l };
+        let src = Src {
+            data: &data,
+            layout: &l,
+        };
         let mut out = vec![0.0; 6];
         scan(&mut out, src, 1, false, &Sum);
         assert_eq!(out, vec![1.0, 3.0, 6.0, 4.0, 9.0, 15.0]);
@@ -127,7 +148,16 @@ mod tests {
         let l = Layout::contiguous(&[n]);
         for reverse in [false, true] {
             let mut out = vec![0.0; n];
-            scan(&mut out, Src { data: &data, layout: &l }, 0, reverse, &Sum);
+            scan(
+                &mut out,
+                Src {
+                    data: &data,
+                    layout: &l,
+                },
+                0,
+                reverse,
+                &Sum,
+            );
             let mut acc = 0.0;
             for k in 0..n {
                 let i = if reverse { n - 1 - k } else { k };

@@ -1,0 +1,747 @@
+//! Fused elementwise kernels: one pass over the inputs for a whole DAG of
+//! elementwise ops, with no intermediate tensors.
+//!
+//! The iteration space is walked in pieces of at most [`CHUNK`] positions. For
+//! each piece every input becomes an operand without copying when it can: a
+//! slice of the input itself (stride 1) or a broadcast scalar (stride 0); other
+//! strides are gathered into a register. Then each step runs one tight loop over
+//! the piece, reading its operands and writing its own register (L1-resident);
+//! the last step writes straight into the output. Steps whose operands are all
+//! scalars are computed once per piece. Every loop is compiled per SIMD level
+//! ([`crate::dispatch`]), and float32 transcendentals use [`crate::math`].
+//!
+//! A fused reduce evaluates the expression piece by piece and folds the pieces,
+//! so `x.mul(x).sum(1)` reads `x` once and never writes `x*x`.
+
+use super::reduce::{Fold, BLOCK};
+use super::SharedOut;
+use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
+use crate::error::{ErrorKind, KernelError, Result};
+use crate::layout::{collapse, contiguous_strides, for_each_run, numel, Layout};
+use crate::math::{exp2_f32, log2_f32, sin_f32, sin_f32_exact, SIN_FAST_LIMIT};
+use crate::op::Op;
+use crate::pool::{chunk_len, num_threads, PARALLEL_THRESHOLD};
+use crate::program::{Expr, Step, StepOp};
+use crate::{dispatch, with_any_dtype};
+use rayon::prelude::*;
+
+/// Positions per piece: registers of 512 float32 (2 KB) keep a dozen steps in L1.
+pub const CHUNK: usize = 512;
+
+/// A source of a fused kernel: its storage as bytes and its view, whose shape is
+/// the kernel's iteration shape (a fused reduce's source shape).
+pub struct RawSrc<'a> {
+    pub bytes: &'a [u8],
+    pub dtype: DType,
+    pub layout: Layout,
+}
+
+/// Checks the expression's types against its sources and returns the dtype of
+/// every register (sources, then steps). After this, evaluation never meets a
+/// dtype it does not expect.
+pub fn check(expr: &Expr, srcs: &[DType]) -> Result<Vec<DType>> {
+    let mut dts = srcs.to_vec();
+    for (j, step) in expr.steps.iter().enumerate() {
+        let ops: Vec<DType> = step.operands.iter().map(|&o| dts[o]).collect();
+        let bad = |why: &str| {
+            KernelError::new(
+                ErrorKind::DType,
+                format!(
+                    "{}: step {j} {why} (operands {:?}, result {})",
+                    expr.label(),
+                    ops.iter().map(|d| d.name()).collect::<Vec<_>>(),
+                    step.dtype.name()
+                ),
+            )
+        };
+        let result = match step.op {
+            StepOp::Const(_) => {
+                if !ops.is_empty() {
+                    return Err(bad("a constant takes no operands"));
+                }
+                step.dtype
+            }
+            StepOp::Op(op) => {
+                let arity = match op {
+                    Op::Neg
+                    | Op::Recip
+                    | Op::Sqrt
+                    | Op::Exp2
+                    | Op::Log2
+                    | Op::Sin
+                    | Op::Cast
+                    | Op::BitwiseNot => 1,
+                    Op::Add
+                    | Op::Mul
+                    | Op::Maximum
+                    | Op::Minimum
+                    | Op::Lt
+                    | Op::Eq
+                    | Op::BitwiseAnd
+                    | Op::BitwiseOr
+                    | Op::BitwiseXor => 2,
+                    Op::Where => 3,
+                    _ => return Err(bad(&format!("{} is not elementwise", op.name()))),
+                };
+                if ops.len() != arity {
+                    return Err(bad(&format!("{} takes {arity} operands", op.name())));
+                }
+                let a = ops[0];
+                let float = a.is_float();
+                let num = a != DType::Bool;
+                let bits = matches!(a, DType::I32 | DType::Bool);
+                let same = ops
+                    .iter()
+                    .skip(if op == Op::Where { 1 } else { 0 })
+                    .all(|&d| d == ops[ops.len() - 1]);
+                let (ok, result) = match op {
+                    Op::Neg => (num, a),
+                    Op::Recip | Op::Sqrt | Op::Exp2 | Op::Log2 | Op::Sin => (float, a),
+                    Op::BitwiseNot => (bits, a),
+                    Op::Cast => (true, step.dtype),
+                    Op::Add | Op::Mul => (num && same, a),
+                    Op::Maximum | Op::Minimum => (same, a),
+                    Op::Lt | Op::Eq => (same, DType::Bool),
+                    Op::BitwiseAnd | Op::BitwiseOr | Op::BitwiseXor => (bits && same, a),
+                    Op::Where => (a == DType::Bool && same, ops[1]),
+                    _ => unreachable!("arity checked above"),
+                };
+                if !ok {
+                    return Err(bad(&format!("{} does not take these dtypes", op.name())));
+                }
+                result
+            }
+        };
+        if result != step.dtype {
+            return Err(bad("has the wrong result dtype"));
+        }
+        dts.push(result);
+    }
+    Ok(dts)
+}
+
+/// A source as the walker sees it: collapsed against the iteration order.
+struct Walk<'a> {
+    bytes: &'a [u8],
+    size: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// One stride list (the form `for_each_run` takes).
+    strides: [Vec<isize>; 1],
+    offset: isize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(src: &RawSrc<'a>, layout: &Layout) -> Walk<'a> {
+        let order = contiguous_strides(&layout.shape);
+        let (shape, [_, strides]) = collapse(&layout.shape, [&order, &layout.strides]);
+        Walk {
+            bytes: src.bytes,
+            size: src.dtype.size(),
+            dtype: src.dtype,
+            shape,
+            strides: [strides],
+            offset: layout.offset,
+        }
+    }
+
+    /// Length of this source's runs along the iteration order.
+    fn run_len(&self) -> usize {
+        *self.shape.last().unwrap()
+    }
+
+    /// The element offset and stride of positions `start..start+n` when they
+    /// form one run of this source.
+    fn locate(&self, start: usize, n: usize) -> Option<(isize, isize)> {
+        let last = self.shape.len() - 1;
+        if start % self.shape[last] + n > self.shape[last] {
+            return None;
+        }
+        let mut rem = start;
+        let mut offset = self.offset;
+        for d in (0..=last).rev() {
+            offset += (rem % self.shape[d]) as isize * self.strides[0][d];
+            rem /= self.shape[d];
+        }
+        Some((offset, self.strides[0][last]))
+    }
+}
+
+/// An operand of a step for one piece.
+#[derive(Clone, Copy)]
+enum Arg {
+    /// `n` elements of the register's dtype.
+    Ptr(*const u8),
+    /// One value (its bytes) standing for every position.
+    Splat([u8; 8]),
+}
+
+enum Operand<'a, T> {
+    Slice(&'a [T]),
+    Splat(T),
+}
+
+impl Arg {
+    /// The operand typed as `T`.
+    ///
+    /// # Safety
+    /// `T` must be the register's dtype (guaranteed by [`check`]) and a `Ptr`
+    /// must point to `n` live elements.
+    #[inline(always)]
+    unsafe fn get<'a, T: Elem>(self, n: usize) -> Operand<'a, T> {
+        match self {
+            Arg::Ptr(p) => Operand::Slice(std::slice::from_raw_parts(p as *const T, n)),
+            Arg::Splat(b) => Operand::Splat(std::ptr::read_unaligned(b.as_ptr() as *const T)),
+        }
+    }
+}
+
+#[inline(always)]
+fn unary<A: Copy, U: Copy>(out: &mut [U], a: Operand<A>, f: impl Fn(A) -> U) {
+    match a {
+        Operand::Slice(a) => out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x)),
+        Operand::Splat(x) => out.fill(f(x)),
+    }
+}
+
+#[inline(always)]
+fn binary<A: Copy, B: Copy, U: Copy>(
+    out: &mut [U],
+    a: Operand<A>,
+    b: Operand<B>,
+    f: impl Fn(A, B) -> U,
+) {
+    match (a, b) {
+        (Operand::Slice(a), Operand::Slice(b)) => {
+            let (a, b) = (&a[..out.len()], &b[..out.len()]);
+            for i in 0..out.len() {
+                out[i] = f(a[i], b[i]);
+            }
+        }
+        (Operand::Slice(a), Operand::Splat(y)) => {
+            out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x, y))
+        }
+        (Operand::Splat(x), Operand::Slice(b)) => {
+            out.iter_mut().zip(b).for_each(|(o, &y)| *o = f(x, y))
+        }
+        (Operand::Splat(x), Operand::Splat(y)) => out.fill(f(x, y)),
+    }
+}
+
+#[inline(always)]
+fn select<T: Copy>(out: &mut [T], c: Operand<u8>, a: Operand<T>, b: Operand<T>) {
+    let n = out.len();
+    match (c, a, b) {
+        (Operand::Slice(c), Operand::Slice(a), Operand::Slice(b)) => {
+            let (c, a, b) = (&c[..n], &a[..n], &b[..n]);
+            for i in 0..n {
+                out[i] = if c[i] != 0 { a[i] } else { b[i] };
+            }
+        }
+        (c, a, b) => {
+            let at = |o: &Operand<T>, i: usize| match o {
+                Operand::Slice(s) => s[i],
+                Operand::Splat(v) => *v,
+            };
+            for i in 0..n {
+                let ci = match &c {
+                    Operand::Slice(s) => s[i],
+                    Operand::Splat(v) => *v,
+                };
+                out[i] = if ci != 0 { at(&a, i) } else { at(&b, i) };
+            }
+        }
+    }
+}
+
+macro_rules! typed {
+    ($dt:expr, [$($D:ident => $T:ty),*], $X:ident => $body:expr) => {
+        match $dt {
+            $(DType::$D => { type $X = $T; $body })*
+            #[allow(unreachable_patterns)]
+            other => unreachable!("dtype {other:?} passed the fused type check"),
+        }
+    };
+}
+
+/// Runs one step over `n` positions into `out`.
+///
+/// # Safety
+/// `out` has room for `n` elements of the step's dtype; the args' dtypes are
+/// those [`check`] accepted.
+#[inline(always)]
+unsafe fn apply(step: &Step, dts: &[DType], args: &[Arg], out: *mut u8, n: usize) {
+    let a = |k: usize| args[step.operands[k]];
+    let src_dt = |k: usize| dts[step.operands[k]];
+    macro_rules! out {
+        ($T:ty) => {
+            std::slice::from_raw_parts_mut(out as *mut $T, n)
+        };
+    }
+    let StepOp::Op(op) = step.op else {
+        return with_any_dtype!(step.dtype, T => out!(T).fill(T::from_f64(match step.op { StepOp::Const(v) => v, _ => 0.0 })));
+    };
+    match op {
+        Op::Neg => {
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32], T => unary(out!(T), a(0).get::<T>(n), |x: T| x.neg()))
+        }
+        Op::Recip => {
+            typed!(step.dtype, [F32 => f32, F64 => f64], T => unary(out!(T), a(0).get::<T>(n), |x: T| 1.0 / x))
+        }
+        Op::Sqrt => {
+            typed!(step.dtype, [F32 => f32, F64 => f64], T => unary(out!(T), a(0).get::<T>(n), |x: T| x.sqrt()))
+        }
+        Op::Exp2 => match step.dtype {
+            DType::F32 => unary(out!(f32), a(0).get::<f32>(n), exp2_f32),
+            _ => unary(out!(f64), a(0).get::<f64>(n), f64::exp2),
+        },
+        Op::Log2 => match step.dtype {
+            DType::F32 => unary(out!(f32), a(0).get::<f32>(n), log2_f32),
+            _ => unary(out!(f64), a(0).get::<f64>(n), f64::log2),
+        },
+        Op::Sin => match step.dtype {
+            DType::F32 => {
+                let o = out!(f32);
+                let x = a(0).get::<f32>(n);
+                unary(o, x, sin_f32);
+                // Huge arguments (and NaN, inf) take the exact path afterwards.
+                match a(0).get::<f32>(n) {
+                    Operand::Slice(x) => {
+                        for (o, &x) in o.iter_mut().zip(x) {
+                            if !(x.abs() <= SIN_FAST_LIMIT) {
+                                *o = sin_f32_exact(x);
+                            }
+                        }
+                    }
+                    Operand::Splat(x) => {
+                        if !(x.abs() <= SIN_FAST_LIMIT) {
+                            o.fill(sin_f32_exact(x));
+                        }
+                    }
+                }
+            }
+            _ => unary(out!(f64), a(0).get::<f64>(n), f64::sin),
+        },
+        Op::BitwiseNot => {
+            typed!(step.dtype, [I32 => i32, Bool => u8], T => unary(out!(T), a(0).get::<T>(n), |x: T| x.not()))
+        }
+        Op::Cast => typed!(src_dt(0), [F32 => f32, F64 => f64, I32 => i32, Bool => u8], S =>
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32, Bool => u8], D =>
+                unary(out!(D), a(0).get::<S>(n), |x: S| D::from_f64(x.to_f64())))),
+        Op::Add => {
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| x.add(y)))
+        }
+        Op::Mul => {
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| x.mul(y)))
+        }
+        Op::Maximum => {
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32, Bool => u8], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), max_nan::<T>))
+        }
+        Op::Minimum => {
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32, Bool => u8], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), min_nan::<T>))
+        }
+        Op::Lt => {
+            typed!(src_dt(0), [F32 => f32, F64 => f64, I32 => i32, Bool => u8], T => binary(out!(u8), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| (x < y) as u8))
+        }
+        Op::Eq => {
+            typed!(src_dt(0), [F32 => f32, F64 => f64, I32 => i32, Bool => u8], T => binary(out!(u8), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| (x == y) as u8))
+        }
+        Op::BitwiseAnd => {
+            typed!(step.dtype, [I32 => i32, Bool => u8], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| x.and(y)))
+        }
+        Op::BitwiseOr => {
+            typed!(step.dtype, [I32 => i32, Bool => u8], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| x.or(y)))
+        }
+        Op::BitwiseXor => {
+            typed!(step.dtype, [I32 => i32, Bool => u8], T => binary(out!(T), a(0).get::<T>(n), a(1).get::<T>(n), |x: T, y: T| x.xor(y)))
+        }
+        Op::Where => {
+            typed!(step.dtype, [F32 => f32, F64 => f64, I32 => i32, Bool => u8], T => select(out!(T), a(0).get::<u8>(n), a(1).get::<T>(n), a(2).get::<T>(n)))
+        }
+        other => unreachable!("{} passed the fused type check", other.name()),
+    }
+}
+
+/// Per-task scratch: one register of [`CHUNK`] 8-byte words per source and step.
+struct Scratch {
+    regs: Vec<u64>,
+    cap: usize,
+    args: Vec<Arg>,
+}
+
+impl Scratch {
+    fn new(n_regs: usize, cap: usize) -> Scratch {
+        Scratch {
+            regs: vec![0; n_regs * cap],
+            cap,
+            args: Vec::with_capacity(n_regs),
+        }
+    }
+}
+
+/// The evaluation context shared by every piece of one kernel.
+struct Eval<'a> {
+    expr: &'a Expr,
+    dts: &'a [DType],
+    walks: Vec<Walk<'a>>,
+}
+
+impl Eval<'_> {
+    /// Evaluates positions `start..start+n` (n <= CHUNK) of the iteration order
+    /// into `dst`, which has room for `n` elements of the root's dtype, with the
+    /// step loops compiled for the SIMD level in use.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `n` elements of the last register's dtype and not
+    /// alias `scratch`.
+    unsafe fn piece(&self, scratch: &mut Scratch, start: usize, n: usize, dst: *mut u8) {
+        dispatch!(self.piece_body(scratch, start, n, dst))
+    }
+
+    /// The body of [`Eval::piece`], inlined into one copy per SIMD level.
+    #[inline(always)]
+    unsafe fn piece_body(&self, scratch: &mut Scratch, start: usize, n: usize, dst: *mut u8) {
+        let cap = scratch.cap;
+        debug_assert!(n <= cap);
+        let regs = scratch.regs.as_mut_ptr();
+        let args = &mut scratch.args;
+        args.clear();
+        for (k, w) in self.walks.iter().enumerate() {
+            let reg = regs.add(k * cap) as *mut u8;
+            let arg = match w.locate(start, n) {
+                Some((o, 0)) => {
+                    let o = o as usize * w.size;
+                    let mut b = [0u8; 8];
+                    b[..w.size].copy_from_slice(&w.bytes[o..o + w.size]);
+                    Arg::Splat(b)
+                }
+                Some((o, 1)) => {
+                    Arg::Ptr(w.bytes[o as usize * w.size..(o as usize + n) * w.size].as_ptr())
+                }
+                located => {
+                    with_any_dtype!(w.dtype, T => {
+                        // SAFETY: the source's bytes are aligned elements of its dtype.
+                        let data = std::slice::from_raw_parts(w.bytes.as_ptr() as *const T, w.bytes.len() / w.size);
+                        let out = std::slice::from_raw_parts_mut(reg as *mut T, n);
+                        match located {
+                            Some((o, s)) => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
+                            None => for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
+                                let s = *w.strides[0].last().unwrap();
+                                for i in 0..len {
+                                    out[pos - start + i] = data[(o + i as isize * s) as usize];
+                                }
+                            }),
+                        }
+                    });
+                    Arg::Ptr(reg)
+                }
+            };
+            args.push(arg);
+        }
+        let n_in = self.walks.len();
+        let last = self.expr.steps.len() - 1;
+        for (j, step) in self.expr.steps.iter().enumerate() {
+            let all_splat = step
+                .operands
+                .iter()
+                .all(|&o| matches!(args[o], Arg::Splat(_)));
+            if all_splat && j != last {
+                // Constants and steps of broadcast scalars: computed once.
+                let mut one = [0u8; 8];
+                apply(step, self.dts, args, one.as_mut_ptr(), 1);
+                args.push(Arg::Splat(one));
+            } else {
+                let out = if j == last {
+                    dst
+                } else {
+                    regs.add((n_in + j) * cap) as *mut u8
+                };
+                apply(step, self.dts, args, out, n);
+                args.push(Arg::Ptr(out));
+            }
+        }
+    }
+
+    /// Shortest run among the sources: pieces that stay inside runs need no gathering.
+    fn row(&self) -> usize {
+        self.walks
+            .iter()
+            .map(|w| w.run_len())
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// End of the piece that starts at `start` and may extend to `end`.
+    fn piece_end(&self, row: usize, start: usize, end: usize) -> usize {
+        let mut stop = (start + CHUNK).min(end);
+        if row >= 64 {
+            stop = stop.min((start / row + 1) * row);
+        }
+        stop
+    }
+}
+
+/// Evaluates `expr` over `shape` into the contiguous `out`. Every source's layout
+/// has `shape`.
+pub fn map<T: Elem>(out: &mut [T], shape: &[usize], expr: &Expr, dts: &[DType], srcs: &[RawSrc]) {
+    debug_assert_eq!(dts[dts.len() - 1], T::DTYPE);
+    let eval = Eval {
+        expr,
+        dts,
+        walks: srcs.iter().map(|s| Walk::new(s, &s.layout)).collect(),
+    };
+    let row = eval.row();
+    let total = numel(shape);
+    debug_assert_eq!(out.len(), total);
+    super::par_chunks(out, |chunk, first| {
+        let mut scratch = Scratch::new(dts.len(), CHUNK.min(chunk.len()).max(1));
+        map_chunk(&eval, &mut scratch, row, chunk, first);
+    });
+}
+
+fn map_chunk<T: Elem>(
+    eval: &Eval,
+    scratch: &mut Scratch,
+    row: usize,
+    chunk: &mut [T],
+    first: usize,
+) {
+    let end = first + chunk.len();
+    let mut start = first;
+    while start < end {
+        let stop = eval.piece_end(row, start, end);
+        let dst = chunk[start - first..stop - first].as_mut_ptr() as *mut u8;
+        // SAFETY: `dst` holds `stop - start` elements of the root dtype `T`, outside the scratch.
+        unsafe { eval.piece(scratch, start, stop - start, dst) };
+        start = stop;
+    }
+}
+
+/// Reduces `expr` (evaluated over `shape`, the shape of every source) over
+/// `axes` with `fold`, writing one value per output position. Each output folds
+/// its positions in fixed blocks of [`BLOCK`] merged in order, as the plain
+/// reduction does, so results do not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn reduce<T: Elem, F: Fold<T>>(
+    out: &mut [T],
+    shape: &[usize],
+    axes: &[usize],
+    expr: &Expr,
+    dts: &[DType],
+    srcs: &[RawSrc],
+    fold: &F,
+) {
+    let nd = shape.len();
+    let keep: Vec<usize> = (0..nd).filter(|d| !axes.contains(d)).collect();
+    let r: usize = axes.iter().map(|&d| shape[d]).product();
+    // A kept innermost axis that some source walks with stride 1: fold whole
+    // rows of positions into a row of accumulators (a sum over axis 0), so reads
+    // stay contiguous.
+    let columns = !axes.is_empty()
+        && keep.last() == Some(&(nd - 1))
+        && shape[nd - 1] >= 16
+        && srcs.iter().any(|s| s.layout.strides[nd - 1] == 1);
+    let order: Vec<usize> = if columns {
+        keep[..keep.len() - 1]
+            .iter()
+            .chain(axes)
+            .chain([nd - 1].iter())
+            .copied()
+            .collect()
+    } else {
+        keep.iter().chain(axes).copied().collect()
+    };
+    let walks = srcs
+        .iter()
+        .map(|s| Walk::new(s, &s.layout.permute(&order)))
+        .collect();
+    let eval = Eval { expr, dts, walks };
+    if columns {
+        reduce_columns(out, &eval, r, shape[nd - 1], fold);
+    } else {
+        reduce_rows(out, &eval, r, fold);
+    }
+}
+
+/// Folds positions `start..end` (one output's block) from `fold.init()`.
+fn fold_range<T: Elem, F: Fold<T>>(
+    eval: &Eval,
+    scratch: &mut Scratch,
+    buf: &mut [T],
+    start: usize,
+    end: usize,
+    fold: &F,
+) -> F::Acc {
+    let row = eval.row();
+    let mut acc = fold.init();
+    let mut pos = start;
+    while pos < end {
+        let stop = eval.piece_end(row, pos, end);
+        let n = stop - pos;
+        // SAFETY: `buf` holds CHUNK >= n elements of the root dtype and is not the scratch.
+        unsafe { eval.piece(scratch, pos, n, buf.as_mut_ptr() as *mut u8) };
+        let piece = &buf[..n];
+        acc = dispatch!(fold.fold_slice(acc, piece));
+        pos = stop;
+    }
+    acc
+}
+
+/// Folds one row of values into a row of accumulators.
+#[inline(always)]
+fn step_columns<T: Elem, F: Fold<T>>(part: &mut [F::Acc], row: &[T], fold: &F) {
+    for (p, &x) in part.iter_mut().zip(row) {
+        *p = fold.step(*p, x);
+    }
+}
+
+/// One output's value: its `r` positions from `base`, block by block.
+fn fold_output<T: Elem, F: Fold<T>>(
+    eval: &Eval,
+    scratch: &mut Scratch,
+    buf: &mut [T],
+    base: usize,
+    r: usize,
+    fold: &F,
+) -> T {
+    let mut acc = fold.init();
+    let mut start = 0;
+    while start < r {
+        let end = (start + BLOCK).min(r);
+        acc = fold.merge(
+            acc,
+            fold_range(eval, scratch, buf, base + start, base + end, fold),
+        );
+        start = end;
+    }
+    fold.finish(acc)
+}
+
+fn reduce_rows<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, fold: &F) {
+    let n_out = out.len();
+    let regs = eval.dts.len();
+    let cap = CHUNK.min(r.max(1));
+    if n_out < num_threads() && r >= 2 * PARALLEL_THRESHOLD {
+        // Few long rows: the blocks of each row in parallel, merged in order.
+        for (o, v) in out.iter_mut().enumerate() {
+            let partials: Vec<F::Acc> = (0..r.div_ceil(BLOCK))
+                .into_par_iter()
+                .map(|b| {
+                    let mut scratch = Scratch::new(regs, cap);
+                    let mut buf = vec![T::default(); cap];
+                    let (start, end) = (
+                        o * r + b * BLOCK,
+                        (o * r + (b + 1) * BLOCK).min((o + 1) * r),
+                    );
+                    fold_range(eval, &mut scratch, &mut buf, start, end, fold)
+                })
+                .collect();
+            *v = fold.finish(
+                partials
+                    .into_iter()
+                    .fold(fold.init(), |a, b| fold.merge(a, b)),
+            );
+        }
+        return;
+    }
+    // Many rows: split the outputs so each task has at least the threshold's work.
+    let per_task = if n_out * r < PARALLEL_THRESHOLD {
+        n_out.max(1)
+    } else {
+        chunk_len(n_out)
+            .min(PARALLEL_THRESHOLD.div_ceil(r.max(1)))
+            .max(n_out.div_ceil(num_threads() * 4))
+            .max(1)
+    };
+    let body = |chunk: &mut [T], first: usize| {
+        let mut scratch = Scratch::new(regs, cap);
+        let mut buf = vec![T::default(); cap];
+        rows_chunk(eval, &mut scratch, &mut buf, chunk, first, r, fold);
+    };
+    if per_task >= n_out {
+        body(out, 0);
+    } else {
+        out.par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(i, c)| body(c, i * per_task));
+    }
+}
+
+fn rows_chunk<T: Elem, F: Fold<T>>(
+    eval: &Eval,
+    scratch: &mut Scratch,
+    buf: &mut [T],
+    chunk: &mut [T],
+    first: usize,
+    r: usize,
+    fold: &F,
+) {
+    for (i, v) in chunk.iter_mut().enumerate() {
+        *v = fold_output(eval, scratch, buf, (first + i) * r, r, fold);
+    }
+}
+
+/// Iteration order (outer kept axes, reduced axes, last axis): output `p·c + j`
+/// folds positions `(p·r + k)·c + j` for k in 0..r.
+fn reduce_columns<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, c: usize, fold: &F) {
+    let p = out.len() / c;
+    let blocks = c.div_ceil(CHUNK);
+    let shared = SharedOut::new(out);
+    let regs = eval.dts.len();
+    let work = |item: usize| {
+        let (pi, b) = (item / blocks, item % blocks);
+        let (j0, j1) = (b * CHUNK, ((b + 1) * CHUNK).min(c));
+        let mut scratch = Scratch::new(regs, CHUNK);
+        let mut buf = vec![T::default(); CHUNK];
+        let dst = shared.slice_mut(pi * c + j0, j1 - j0);
+        columns_block(
+            eval,
+            &mut scratch,
+            &mut buf,
+            dst,
+            (pi * r) * c + j0,
+            r,
+            c,
+            fold,
+        );
+    };
+    if p * c * r < PARALLEL_THRESHOLD {
+        (0..p * blocks).for_each(work);
+    } else {
+        (0..p * blocks).into_par_iter().for_each(work);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn columns_block<T: Elem, F: Fold<T>>(
+    eval: &Eval,
+    scratch: &mut Scratch,
+    buf: &mut [T],
+    dst: &mut [T],
+    base: usize,
+    r: usize,
+    c: usize,
+    fold: &F,
+) {
+    let n = dst.len();
+    let mut acc = vec![fold.init(); n];
+    let mut part = vec![fold.init(); n];
+    let mut start = 0;
+    while start < r {
+        let end = (start + BLOCK).min(r);
+        part.iter_mut().for_each(|p| *p = fold.init());
+        for k in start..end {
+            // SAFETY: `buf` holds CHUNK >= n elements of the root dtype.
+            unsafe { eval.piece(scratch, base + k * c, n, buf.as_mut_ptr() as *mut u8) };
+            let row = &buf[..n];
+            dispatch!(step_columns(&mut part, row, fold));
+        }
+        for (a, &p) in acc.iter_mut().zip(&part) {
+            *a = fold.merge(*a, p);
+        }
+        start = end;
+    }
+    for (d, &a) in dst.iter_mut().zip(&acc) {
+        *d = fold.finish(a);
+    }
+}

@@ -1,0 +1,379 @@
+//! The fused kernel against the same ops run one instruction at a time, over
+//! random expressions and every kind of input layout.
+
+mod support;
+
+use eclat_kernels::{execute, simd, DType, ErrorKind, Op};
+use support::{as_bytes, as_bytes_mut, Builder, ExprStep, Rng};
+
+/// A random float32 expression of about `n` steps over `n_in` sources.
+fn random_expr(rng: &mut Rng, n_in: usize, n: usize) -> Vec<ExprStep> {
+    let mut steps: Vec<ExprStep> = vec![];
+    let mut f32_regs: Vec<usize> = (0..n_in).collect();
+    let step = |op: Option<Op>, dtype, operands: Vec<usize>, value| ExprStep {
+        op,
+        dtype,
+        operands,
+        value,
+    };
+    while steps.len() < n {
+        let pick = |rng: &mut Rng, regs: &[usize]| regs[rng.below(regs.len())];
+        let reg = n_in + steps.len();
+        match rng.below(10) {
+            0 => steps.push(step(
+                None,
+                DType::F32,
+                vec![],
+                (rng.unit() * 4.0 - 2.0) as f64,
+            )),
+            1 | 2 => {
+                let op = [Op::Neg, Op::Recip, Op::Sqrt, Op::Exp2, Op::Log2, Op::Sin][rng.below(6)];
+                steps.push(step(Some(op), DType::F32, vec![pick(rng, &f32_regs)], 0.0));
+            }
+            3..=6 => {
+                let op = [Op::Add, Op::Mul, Op::Maximum, Op::Minimum][rng.below(4)];
+                steps.push(step(
+                    Some(op),
+                    DType::F32,
+                    vec![pick(rng, &f32_regs), pick(rng, &f32_regs)],
+                    0.0,
+                ));
+            }
+            7 => {
+                // where(a < b, c, d)
+                steps.push(step(
+                    Some(Op::Lt),
+                    DType::Bool,
+                    vec![pick(rng, &f32_regs), pick(rng, &f32_regs)],
+                    0.0,
+                ));
+                steps.push(step(
+                    Some(Op::Where),
+                    DType::F32,
+                    vec![reg, pick(rng, &f32_regs), pick(rng, &f32_regs)],
+                    0.0,
+                ));
+                f32_regs.push(reg + 1);
+                continue;
+            }
+            _ => {
+                // a float64 detour: cast up, multiply, cast back
+                steps.push(step(
+                    Some(Op::Cast),
+                    DType::F64,
+                    vec![pick(rng, &f32_regs)],
+                    0.0,
+                ));
+                steps.push(step(Some(Op::Mul), DType::F64, vec![reg, reg], 0.0));
+                steps.push(step(Some(Op::Cast), DType::F32, vec![reg + 1], 0.0));
+                f32_regs.push(reg + 2);
+                continue;
+            }
+        }
+        f32_regs.push(reg);
+    }
+    if steps.last().unwrap().dtype != DType::F32 || steps.last().unwrap().op.is_none() {
+        let last = *f32_regs.last().unwrap();
+        steps.push(step(
+            Some(Op::Add),
+            DType::F32,
+            vec![last, 0.min(last)],
+            0.0,
+        ));
+    }
+    steps
+}
+
+/// Loads input `k` of `shape` through a random kind of view; returns the value
+/// and the buffer to pass.
+fn random_view(b: &mut Builder, rng: &mut Rng, k: usize, shape: &[usize]) -> (usize, Vec<f32>) {
+    let nd = shape.len();
+    let fill = |rng: &mut Rng, n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                if rng.below(50) == 0 {
+                    0.0
+                } else {
+                    rng.unit() * 6.0 - 3.0
+                }
+            })
+            .collect()
+    };
+    match if nd == 0 { 0 } else { rng.below(5) } {
+        1 => {
+            // a transposed buffer
+            let rev: Vec<usize> = shape.iter().rev().copied().collect();
+            let v = b.load(k, DType::F32, &rev);
+            let order: Vec<f64> = (0..nd).rev().map(|d| d as f64).collect();
+            (
+                b.op(Op::Permute, DType::F32, shape, &[v], &order),
+                fill(rng, rev.iter().product()),
+            )
+        }
+        2 => {
+            // broadcast along the first axis
+            let mut small = shape.to_vec();
+            small[0] = 1;
+            let v = b.load(k, DType::F32, &small);
+            (
+                b.op(Op::Expand, DType::F32, shape, &[v], &[]),
+                fill(rng, small.iter().product()),
+            )
+        }
+        3 => {
+            // every other element of the last axis
+            let mut big = shape.to_vec();
+            big[nd - 1] = 2 * shape[nd - 1] + 1;
+            let v = b.load(k, DType::F32, &big);
+            let args: Vec<f64> = (0..nd)
+                .flat_map(|d| if d == nd - 1 { [1.0, 2.0] } else { [0.0, 1.0] })
+                .collect();
+            (
+                b.op(Op::Slice, DType::F32, shape, &[v], &args),
+                fill(rng, big.iter().product()),
+            )
+        }
+        4 => {
+            // one value broadcast everywhere
+            let ones = vec![1; nd];
+            let v = b.load(k, DType::F32, &ones);
+            (b.op(Op::Expand, DType::F32, shape, &[v], &[]), fill(rng, 1))
+        }
+        _ => (
+            b.load(k, DType::F32, shape),
+            fill(rng, shape.iter().product()),
+        ),
+    }
+}
+
+/// Emits the steps one primitive at a time; returns the root's value.
+fn unfused(b: &mut Builder, shape: &[usize], srcs: &[usize], steps: &[ExprStep]) -> usize {
+    let mut regs: Vec<usize> = srcs.to_vec();
+    for s in steps {
+        let v = match s.op {
+            None => b.fused(Op::Add, s.dtype, shape, &[], &[], std::slice::from_ref(s)),
+            Some(op) => {
+                let operands: Vec<usize> = s.operands.iter().map(|&o| regs[o]).collect();
+                b.op(op, s.dtype, shape, &operands, &[])
+            }
+        };
+        regs.push(v);
+    }
+    *regs.last().unwrap()
+}
+
+fn run(
+    words: &[f64],
+    inputs: &[Vec<f32>],
+    out_len: usize,
+) -> Result<Vec<f32>, eclat_kernels::KernelError> {
+    let ins: Vec<&[u8]> = inputs.iter().map(|v| as_bytes(v)).collect();
+    let mut out = vec![0f32; out_len];
+    execute(words, &ins, &mut [as_bytes_mut(&mut out)])?;
+    Ok(out)
+}
+
+const SHAPES: &[&[usize]] = &[
+    &[],
+    &[0],
+    &[1],
+    &[7],
+    &[3, 5],
+    &[4, 1, 6],
+    &[2, 3, 0],
+    &[37, 129],
+    &[130, 300],
+    &[3, 40_000],
+];
+
+#[test]
+fn fused_maps_match_one_op_at_a_time() {
+    let mut rng = Rng(0x5eed_f00d);
+    for trial in 0..300 {
+        let shape = SHAPES[trial % SHAPES.len()];
+        let n_in = 1 + rng.below(3);
+        let len = 1 + rng.below(12);
+        let steps = random_expr(&mut rng, n_in, len);
+        let root_op = steps.last().unwrap().op.unwrap();
+        let mut fused = Builder::default();
+        let mut plain = Builder::default();
+        let mut inputs = vec![];
+        let (mut fsrcs, mut psrcs) = (vec![], vec![]);
+        for k in 0..n_in {
+            let state = rng.0;
+            let (v, data) = random_view(&mut fused, &mut rng, k, shape);
+            rng.0 = state;
+            let (w, _) = random_view(&mut plain, &mut rng, k, shape);
+            fsrcs.push(v);
+            psrcs.push(w);
+            inputs.push(data);
+        }
+        let root = fused.fused(root_op, DType::F32, shape, &fsrcs, &[], &steps);
+        let proot = unfused(&mut plain, shape, &psrcs, &steps);
+        let n = shape.iter().product();
+        let got = run(&fused.finish(&[root]), &inputs, n).unwrap();
+        let want = run(&plain.finish(&[proot]), &inputs, n).unwrap();
+        for i in 0..n {
+            let same =
+                got[i].to_bits() == want[i].to_bits() || (got[i].is_nan() && want[i].is_nan());
+            assert!(
+                same,
+                "trial {trial}, shape {shape:?}, position {i}: fused {} vs {} for {steps:?}",
+                got[i], want[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_reductions_match_map_then_reduce() {
+    let mut rng = Rng(0xabc_def);
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[], &[]),
+        (&[7], &[0]),
+        (&[3, 5], &[1]),
+        (&[3, 5], &[0]),
+        (&[3, 5], &[0, 1]),
+        (&[4, 0, 3], &[0]),
+        (&[300, 200], &[0]),
+        (&[300, 200], &[1]),
+        (&[2, 40_000], &[1]),
+        (&[40_000, 3], &[0]),
+        (&[6, 50, 40], &[0, 2]),
+        (&[6, 50, 40], &[1]),
+    ];
+    for trial in 0..96 {
+        let (shape, axes) = cases[trial % cases.len()];
+        let reduce = [Op::Sum, Op::Max, Op::Min, Op::Prod][trial / cases.len() % 4];
+        let n_in = 1 + rng.below(2);
+        // recip and exp2 can make huge terms whose sums cancel differently in
+        // another order; swap them for sqrt to keep the comparison meaningful.
+        let len = 1 + rng.below(6);
+        let mut steps = random_expr(&mut rng, n_in, len);
+        for s in &mut steps {
+            if matches!(s.op, Some(Op::Recip | Op::Exp2)) {
+                s.op = Some(Op::Sqrt);
+            }
+        }
+        if reduce == Op::Prod {
+            // a product of values near 1 stays finite
+            let last = n_in + steps.len() - 1;
+            steps.push(ExprStep {
+                op: Some(Op::Sin),
+                dtype: DType::F32,
+                operands: vec![last],
+                value: 0.0,
+            });
+            steps.push(ExprStep {
+                op: None,
+                dtype: DType::F32,
+                operands: vec![],
+                value: 1e-3,
+            });
+            steps.push(ExprStep {
+                op: Some(Op::Mul),
+                dtype: DType::F32,
+                operands: vec![last + 1, last + 2],
+                value: 0.0,
+            });
+            steps.push(ExprStep {
+                op: None,
+                dtype: DType::F32,
+                operands: vec![],
+                value: 1.0,
+            });
+            steps.push(ExprStep {
+                op: Some(Op::Add),
+                dtype: DType::F32,
+                operands: vec![last + 3, last + 4],
+                value: 0.0,
+            });
+        }
+        let out_shape: Vec<usize> = (0..shape.len())
+            .map(|d| if axes.contains(&d) { 1 } else { shape[d] })
+            .collect();
+        let mut axis_args = vec![axes.len() as f64];
+        axis_args.extend(axes.iter().map(|&a| a as f64));
+        let mut fused = Builder::default();
+        let mut plain = Builder::default();
+        let mut inputs = vec![];
+        let (mut fsrcs, mut psrcs) = (vec![], vec![]);
+        for k in 0..n_in {
+            let state = rng.0;
+            let (v, data) = random_view(&mut fused, &mut rng, k, shape);
+            rng.0 = state;
+            let (w, _) = random_view(&mut plain, &mut rng, k, shape);
+            fsrcs.push(v);
+            psrcs.push(w);
+            inputs.push(data);
+        }
+        let root = fused.fused(reduce, DType::F32, &out_shape, &fsrcs, &axis_args, &steps);
+        let mapped = unfused(&mut plain, shape, &psrcs, &steps);
+        let proot = plain.op(reduce, DType::F32, &out_shape, &[mapped], &axis_args);
+        let n = out_shape.iter().product();
+        let got = run(&fused.finish(&[root]), &inputs, n).unwrap();
+        let want = run(&plain.finish(&[proot]), &inputs, n).unwrap();
+        for i in 0..n {
+            let (g, w) = (got[i], want[i]);
+            let close =
+                g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * w.abs().max(1.0);
+            assert!(close, "trial {trial} {reduce:?} over {axes:?} of {shape:?}, output {i}: fused {g} vs {w} for {steps:?}");
+        }
+    }
+}
+
+#[test]
+fn ill_typed_expressions_are_errors() {
+    let mut b = Builder::default();
+    let x = b.load(0, DType::F32, &[4]);
+    // sqrt of a bool register
+    let steps = [
+        ExprStep {
+            op: Some(Op::Lt),
+            dtype: DType::Bool,
+            operands: vec![0, 0],
+            value: 0.0,
+        },
+        ExprStep {
+            op: Some(Op::Sqrt),
+            dtype: DType::Bool,
+            operands: vec![1],
+            value: 0.0,
+        },
+    ];
+    let root = b.fused(Op::Sqrt, DType::Bool, &[4], &[x], &[], &steps);
+    let words = b.finish(&[root]);
+    let input = vec![1f32; 4];
+    let mut out = vec![0u8; 4];
+    let err = execute(&words, &[as_bytes(&input)], &mut [&mut out]).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::DType, "{err}");
+    assert!(err.to_string().contains("sqrt"), "{err}");
+
+    // a step reading a register defined after it
+    let mut b = Builder::default();
+    let x = b.load(0, DType::F32, &[4]);
+    let steps = [ExprStep {
+        op: Some(Op::Neg),
+        dtype: DType::F32,
+        operands: vec![1],
+        value: 0.0,
+    }];
+    let root = b.fused(Op::Neg, DType::F32, &[4], &[x], &[], &steps);
+    let err = run(&b.finish(&[root]), &[vec![0f32; 4]], 4).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Format, "{err}");
+}
+
+#[test]
+fn simd_level_honours_eclat_simd() {
+    let level = simd::level();
+    assert!(simd::supported().contains(&level));
+    if let Ok(name) = std::env::var("ECLAT_SIMD") {
+        if let Some(asked) = simd::Level::from_name(&name).filter(|l| simd::supported().contains(l))
+        {
+            assert_eq!(level, asked, "ECLAT_SIMD={name} was not applied");
+        }
+    } else {
+        assert_eq!(level, simd::detected());
+    }
+    eprintln!("kernels ran at SIMD level {}", level.name());
+}
