@@ -130,9 +130,19 @@ macro_rules! dispatch {
         {
             match $crate::simd::level() {
                 // SAFETY: `level()` only reports a level whose features this CPU has.
-                $crate::simd::Level::Avx512 => unsafe { $crate::simd::avx512(|| $call) },
+                $crate::simd::Level::Avx512 => unsafe {
+                    $crate::simd::avx512(
+                        #[inline(always)]
+                        || $call,
+                    )
+                },
                 // SAFETY: as above.
-                $crate::simd::Level::Avx2 => unsafe { $crate::simd::avx2(|| $call) },
+                $crate::simd::Level::Avx2 => unsafe {
+                    $crate::simd::avx2(
+                        #[inline(always)]
+                        || $call,
+                    )
+                },
                 _ => $call,
             }
         }

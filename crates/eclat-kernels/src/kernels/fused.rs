@@ -1,12 +1,14 @@
 //! Fused elementwise kernels: one pass over the inputs for a whole DAG of
 //! elementwise ops, with no intermediate tensors.
 //!
-//! The iteration space is walked in pieces of at most [`CHUNK`] positions. For
+//! The iteration space is walked in pieces of 256-4096 positions (as many as keep
+//! the live registers within L1). For
 //! each piece every input becomes an operand without copying when it can: a
 //! slice of the input itself (stride 1) or a broadcast scalar (stride 0); other
 //! strides are gathered into a register. Then each step runs one tight loop over
 //! the piece, reading its operands and writing its own register (L1-resident);
-//! the last step writes straight into the output. Steps whose operands are all
+//! the last step writes straight into the output. Registers whose live ranges do
+//! not overlap share memory. Steps whose operands are all
 //! scalars are computed once per piece. Every loop is compiled per SIMD level
 //! ([`crate::dispatch`]), and float32 transcendentals use [`crate::math`].
 //!
@@ -24,9 +26,6 @@ use crate::pool::{chunk_len, num_threads, PARALLEL_THRESHOLD};
 use crate::program::{Expr, Step, StepOp};
 use crate::{dispatch, with_any_dtype};
 use rayon::prelude::*;
-
-/// Positions per piece: registers of 512 float32 (2 KB) keep a dozen steps in L1.
-pub const CHUNK: usize = 512;
 
 /// A source of a fused kernel: its storage as bytes and its view, whose shape is
 /// the kernel's iteration shape (a fused reduce's source shape).
@@ -172,8 +171,8 @@ impl<'a> Walk<'a> {
 enum Arg {
     /// `n` elements of the register's dtype.
     Ptr(*const u8),
-    /// One value (its bytes) standing for every position.
-    Splat([u8; 8]),
+    /// One value (its bytes, in the low bytes) standing for every position.
+    Splat(u64),
 }
 
 enum Operand<'a, T> {
@@ -191,7 +190,7 @@ impl Arg {
     unsafe fn get<'a, T: Elem>(self, n: usize) -> Operand<'a, T> {
         match self {
             Arg::Ptr(p) => Operand::Slice(std::slice::from_raw_parts(p as *const T, n)),
-            Arg::Splat(b) => Operand::Splat(std::ptr::read_unaligned(b.as_ptr() as *const T)),
+            Arg::Splat(b) => Operand::Splat(std::ptr::read(&b as *const u64 as *const T)),
         }
     }
 }
@@ -362,32 +361,97 @@ unsafe fn apply(step: &Step, dts: &[DType], args: &[Arg], out: *mut u8, n: usize
     }
 }
 
-/// Per-task scratch: one register of [`CHUNK`] 8-byte words per source and step.
+/// Per-task scratch: the physical registers (slots) of [`Eval::slot_of`], each
+/// `cap` 8-byte words.
 struct Scratch {
     regs: Vec<u64>,
+    /// Elements per slot.
     cap: usize,
+    /// Words between slots: `cap` plus a skew, so that slots do not start a
+    /// multiple of 4 KiB apart (loads and stores whose addresses agree in the
+    /// low 12 bits stall each other).
+    stride: usize,
     args: Vec<Arg>,
 }
 
 impl Scratch {
-    fn new(n_regs: usize, cap: usize) -> Scratch {
+    fn new(eval: &Eval, cap: usize) -> Scratch {
+        let stride = cap + 24;
         Scratch {
-            regs: vec![0; n_regs * cap],
+            regs: vec![0; eval.n_slots.max(1) * stride],
             cap,
-            args: Vec::with_capacity(n_regs),
+            stride,
+            args: Vec::with_capacity(eval.dts.len()),
         }
     }
 }
+
+/// Bytes of slots a piece may use: they stay in L1 while every step runs.
+const SLOT_BUDGET: usize = 24 << 10;
 
 /// The evaluation context shared by every piece of one kernel.
 struct Eval<'a> {
     expr: &'a Expr,
     dts: &'a [DType],
     walks: Vec<Walk<'a>>,
+    /// The slot holding each register; registers whose live ranges do not
+    /// overlap share one, so a long chain ping-pongs between two or three slots.
+    slot_of: Vec<usize>,
+    n_slots: usize,
+    /// Positions per piece: as many as keep every slot within [`SLOT_BUDGET`].
+    piece: usize,
+}
+
+impl<'a> Eval<'a> {
+    fn new(expr: &'a Expr, dts: &'a [DType], walks: Vec<Walk<'a>>) -> Eval<'a> {
+        let n_in = walks.len();
+        let steps = &expr.steps;
+        let mut last_use = vec![0usize; dts.len()];
+        for (j, step) in steps.iter().enumerate() {
+            for &o in &step.operands {
+                last_use[o] = j;
+            }
+        }
+        let mut slot_of = vec![usize::MAX; dts.len()];
+        let mut free: Vec<usize> = vec![];
+        let mut n_slots = 0;
+        let mut take = |free: &mut Vec<usize>| {
+            free.pop().unwrap_or_else(|| {
+                n_slots += 1;
+                n_slots - 1
+            })
+        };
+        for slot in slot_of.iter_mut().take(n_in) {
+            *slot = take(&mut free); // used only when the input must be gathered
+        }
+        for (j, step) in steps.iter().enumerate() {
+            let r = n_in + j;
+            if j + 1 < steps.len() && !matches!(step.op, StepOp::Const(_)) {
+                slot_of[r] = take(&mut free);
+            }
+            // Operands are freed after the result's slot is taken: a step never
+            // writes the slot it reads.
+            for (k, &o) in step.operands.iter().enumerate() {
+                if last_use[o] == j && slot_of[o] != usize::MAX && !step.operands[..k].contains(&o)
+                {
+                    free.push(slot_of[o]);
+                }
+            }
+        }
+        let piece = (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, 4096) / 64 * 64;
+        Eval {
+            expr,
+            dts,
+            walks,
+            slot_of,
+            n_slots,
+            piece,
+        }
+    }
 }
 
 impl Eval<'_> {
-    /// Evaluates positions `start..start+n` (n <= CHUNK) of the iteration order
+    /// Evaluates positions `start..start+n` (n <= the scratch's capacity) of the iteration order
     /// into `dst`, which has room for `n` elements of the root's dtype, with the
     /// step loops compiled for the SIMD level in use.
     ///
@@ -401,18 +465,23 @@ impl Eval<'_> {
     /// The body of [`Eval::piece`], inlined into one copy per SIMD level.
     #[inline(always)]
     unsafe fn piece_body(&self, scratch: &mut Scratch, start: usize, n: usize, dst: *mut u8) {
-        let cap = scratch.cap;
+        let (cap, stride) = (scratch.cap, scratch.stride);
         debug_assert!(n <= cap);
         let regs = scratch.regs.as_mut_ptr();
         let args = &mut scratch.args;
         args.clear();
         for (k, w) in self.walks.iter().enumerate() {
-            let reg = regs.add(k * cap) as *mut u8;
+            let reg = regs.add(self.slot_of[k] * stride) as *mut u8;
             let arg = match w.locate(start, n) {
                 Some((o, 0)) => {
                     let o = o as usize * w.size;
-                    let mut b = [0u8; 8];
-                    b[..w.size].copy_from_slice(&w.bytes[o..o + w.size]);
+                    let mut b = 0u64;
+                    let value = &w.bytes[o..o + w.size];
+                    std::ptr::copy_nonoverlapping(
+                        value.as_ptr(),
+                        &mut b as *mut u64 as *mut u8,
+                        w.size,
+                    );
                     Arg::Splat(b)
                 }
                 Some((o, 1)) => {
@@ -447,14 +516,14 @@ impl Eval<'_> {
                 .all(|&o| matches!(args[o], Arg::Splat(_)));
             if all_splat && j != last {
                 // Constants and steps of broadcast scalars: computed once.
-                let mut one = [0u8; 8];
-                apply(step, self.dts, args, one.as_mut_ptr(), 1);
+                let mut one = 0u64;
+                apply(step, self.dts, args, &mut one as *mut u64 as *mut u8, 1);
                 args.push(Arg::Splat(one));
             } else {
                 let out = if j == last {
                     dst
                 } else {
-                    regs.add((n_in + j) * cap) as *mut u8
+                    regs.add(self.slot_of[n_in + j] * stride) as *mut u8
                 };
                 apply(step, self.dts, args, out, n);
                 args.push(Arg::Ptr(out));
@@ -473,7 +542,7 @@ impl Eval<'_> {
 
     /// End of the piece that starts at `start` and may extend to `end`.
     fn piece_end(&self, row: usize, start: usize, end: usize) -> usize {
-        let mut stop = (start + CHUNK).min(end);
+        let mut stop = (start + self.piece).min(end);
         if row >= 64 {
             stop = stop.min((start / row + 1) * row);
         }
@@ -485,16 +554,16 @@ impl Eval<'_> {
 /// has `shape`.
 pub fn map<T: Elem>(out: &mut [T], shape: &[usize], expr: &Expr, dts: &[DType], srcs: &[RawSrc]) {
     debug_assert_eq!(dts[dts.len() - 1], T::DTYPE);
-    let eval = Eval {
+    let eval = Eval::new(
         expr,
         dts,
-        walks: srcs.iter().map(|s| Walk::new(s, &s.layout)).collect(),
-    };
+        srcs.iter().map(|s| Walk::new(s, &s.layout)).collect(),
+    );
     let row = eval.row();
     let total = numel(shape);
     debug_assert_eq!(out.len(), total);
     super::par_chunks(out, |chunk, first| {
-        let mut scratch = Scratch::new(dts.len(), CHUNK.min(chunk.len()).max(1));
+        let mut scratch = Scratch::new(&eval, eval.piece.min(chunk.len()).max(1));
         map_chunk(&eval, &mut scratch, row, chunk, first);
     });
 }
@@ -555,7 +624,7 @@ pub fn reduce<T: Elem, F: Fold<T>>(
         .iter()
         .map(|s| Walk::new(s, &s.layout.permute(&order)))
         .collect();
-    let eval = Eval { expr, dts, walks };
+    let eval = Eval::new(expr, dts, walks);
     if columns {
         reduce_columns(out, &eval, r, shape[nd - 1], fold);
     } else {
@@ -578,7 +647,7 @@ fn fold_range<T: Elem, F: Fold<T>>(
     while pos < end {
         let stop = eval.piece_end(row, pos, end);
         let n = stop - pos;
-        // SAFETY: `buf` holds CHUNK >= n elements of the root dtype and is not the scratch.
+        // SAFETY: `buf` holds at least n elements of the root dtype and is not the scratch.
         unsafe { eval.piece(scratch, pos, n, buf.as_mut_ptr() as *mut u8) };
         let piece = &buf[..n];
         acc = dispatch!(fold.fold_slice(acc, piece));
@@ -619,15 +688,14 @@ fn fold_output<T: Elem, F: Fold<T>>(
 
 fn reduce_rows<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, fold: &F) {
     let n_out = out.len();
-    let regs = eval.dts.len();
-    let cap = CHUNK.min(r.max(1));
+    let cap = eval.piece.min(r.max(1));
     if n_out < num_threads() && r >= 2 * PARALLEL_THRESHOLD {
         // Few long rows: the blocks of each row in parallel, merged in order.
         for (o, v) in out.iter_mut().enumerate() {
             let partials: Vec<F::Acc> = (0..r.div_ceil(BLOCK))
                 .into_par_iter()
                 .map(|b| {
-                    let mut scratch = Scratch::new(regs, cap);
+                    let mut scratch = Scratch::new(eval, cap);
                     let mut buf = vec![T::default(); cap];
                     let (start, end) = (
                         o * r + b * BLOCK,
@@ -654,7 +722,7 @@ fn reduce_rows<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, fold: 
             .max(1)
     };
     let body = |chunk: &mut [T], first: usize| {
-        let mut scratch = Scratch::new(regs, cap);
+        let mut scratch = Scratch::new(eval, cap);
         let mut buf = vec![T::default(); cap];
         rows_chunk(eval, &mut scratch, &mut buf, chunk, first, r, fold);
     };
@@ -685,14 +753,14 @@ fn rows_chunk<T: Elem, F: Fold<T>>(
 /// folds positions `(p·r + k)·c + j` for k in 0..r.
 fn reduce_columns<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, c: usize, fold: &F) {
     let p = out.len() / c;
-    let blocks = c.div_ceil(CHUNK);
+    let width = eval.piece;
+    let blocks = c.div_ceil(width);
     let shared = SharedOut::new(out);
-    let regs = eval.dts.len();
     let work = |item: usize| {
         let (pi, b) = (item / blocks, item % blocks);
-        let (j0, j1) = (b * CHUNK, ((b + 1) * CHUNK).min(c));
-        let mut scratch = Scratch::new(regs, CHUNK);
-        let mut buf = vec![T::default(); CHUNK];
+        let (j0, j1) = (b * width, ((b + 1) * width).min(c));
+        let mut scratch = Scratch::new(eval, width);
+        let mut buf = vec![T::default(); width];
         let dst = shared.slice_mut(pi * c + j0, j1 - j0);
         columns_block(
             eval,
@@ -731,7 +799,7 @@ fn columns_block<T: Elem, F: Fold<T>>(
         let end = (start + BLOCK).min(r);
         part.iter_mut().for_each(|p| *p = fold.init());
         for k in start..end {
-            // SAFETY: `buf` holds CHUNK >= n elements of the root dtype.
+            // SAFETY: `buf` holds at least n elements of the root dtype.
             unsafe { eval.piece(scratch, base + k * c, n, buf.as_mut_ptr() as *mut u8) };
             let row = &buf[..n];
             dispatch!(step_columns(&mut part, row, fold));
