@@ -1,5 +1,6 @@
 import { loadAddon } from './backend/native.js'
-import { defaultBackend, realizeNodes, realizeNodesAsync } from './realize.js'
+import { defaultBackend, realizeNodes, realizeNodesAsync, scheduleOrder } from './realize.js'
+import { describeKernel, schedule, type Kernel } from './schedule.js'
 import type { Tensor } from './tensor.js'
 
 /**
@@ -53,4 +54,46 @@ export function realize(tensors: readonly Tensor[]): void {
  */
 export async function realizeAsync(tensors: readonly Tensor[]): Promise<void> {
   await realizeNodesAsync(tensors.map((t) => t.node))
+}
+
+/** One kernel of a realize, as `explainRealize` reports it. */
+export interface KernelInfo {
+  /** `fused`: elementwise ops in one pass (with a reduction at the root when `op` is one); `view`: a stride change; `op`: another primitive. */
+  readonly kind: Kernel['kind']
+  /** The primitive at the kernel's root. */
+  readonly op: string
+  /** For `fused`: the elementwise ops computed in the pass, in order. */
+  readonly fused: readonly string[]
+  readonly shape: readonly number[]
+  readonly dtype: string
+  /** For `fused`: how many values (inputs or other kernels' results) it reads. */
+  readonly reads: number
+  /** Why the kernel's value is written to memory (an output, read by several kernels, ...). */
+  readonly written: string
+  /** The line `ECLAT_DEBUG=schedule` prints for it. */
+  readonly description: string
+}
+
+/**
+ * The kernels realizing `tensors` would run, without running them: what fused,
+ * what is written to memory and why. `ECLAT_DEBUG=schedule` prints the same for
+ * every realize.
+ *
+ * @example
+ * const x = rand([1024])
+ * explainRealize([x.sin().mul(x.exp2()).add(x.sqrt())]).length // 1: one fused kernel
+ */
+export function explainRealize(tensors: readonly Tensor[]): KernelInfo[] {
+  const pending = [...new Set(tensors.map((t) => t.node))].filter((n) => !n.data)
+  if (pending.length === 0) return []
+  return schedule(scheduleOrder(pending), pending).map((k) => ({
+    kind: k.kind,
+    op: k.root.op,
+    fused: k.members.map((m) => m.op),
+    shape: k.root.shape,
+    dtype: k.root.dtype,
+    reads: k.srcs.length,
+    written: k.reason,
+    description: describeKernel(k),
+  }))
 }

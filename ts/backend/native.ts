@@ -5,6 +5,7 @@ import type { LazyNode } from '../graph/node.js'
 import { numel } from '../graph/shape.js'
 import { OP_CODE } from '../graph/ops.js'
 import type { Backend } from '../realize.js'
+import { describeKernel, schedule } from '../schedule.js'
 
 /** The functions the Rust addon exports (`crates/eclat-node`). */
 interface Addon {
@@ -84,9 +85,13 @@ function argsOf(node: LazyNode): number[] {
   }
 }
 
+/** Added to a root op's code to mark a fused kernel (see `program.rs`). */
+const FUSED = 64
+
 /**
- * Encodes the nodes of `order` as one program. Nodes that already have data
- * become `load` instructions reading their typed arrays in place (no copy).
+ * Encodes the kernels of `order` (see `schedule.ts`) as one program. Nodes that
+ * already have data become `load` instructions reading their typed arrays in
+ * place (no copy).
  */
 function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encoded {
   const ids = new Map<LazyNode, number>()
@@ -111,15 +116,40 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
     emit(node, [], [k], OP_CODE.load)
     return count - 1
   }
-  for (const node of order) {
-    const srcs = node.srcs.map(idOf)
-    emit(node, srcs, argsOf(node), OP_CODE[node.op])
+  const kernels = schedule(order, targets)
+  if (debugSchedule()) {
+    console.error(`eclat schedule: ${kernels.filter((k) => k.kind !== 'view').length} kernel(s) for ${targets.length} output(s)`)
+    for (const k of kernels) console.error(`  ${describeKernel(k)}`)
+  }
+  for (const k of kernels) {
+    const node = k.root
+    const reduction = k.kind === 'fused' && !k.members.includes(node)
+    if (k.kind !== 'fused' || (k.members.length === 1 && !reduction)) {
+      emit(node, node.srcs.map(idOf), argsOf(node), OP_CODE[node.op])
+      continue
+    }
+    const srcIds = k.srcs.map(idOf)
+    const register = new Map<LazyNode, number>()
+    k.srcs.forEach((s, i) => register.set(s, i))
+    const steps: number[] = [k.members.length]
+    k.members.forEach((m, j) => {
+      const operands = m.srcs.map((s) => register.get(s)!)
+      steps.push(OP_CODE[m.op], DTYPE_CODE[m.dtype], operands.length, ...operands)
+      register.set(m, k.srcs.length + j)
+    })
+    emit(node, srcIds, argsOf(node), FUSED + OP_CODE[node.op])
+    words.push(...steps)
   }
   words[0] = count
   const outputs = targets.map((t) => allocate(t.dtype, numel(t.shape)))
   words.push(targets.length)
   targets.forEach((t, i) => words.push(ids.get(t)!, i))
   return { words: Float64Array.from(words), buffers: [...inputs, ...outputs.map(bytesOf)], nInputs: inputs.length, outputs }
+}
+
+/** `ECLAT_DEBUG=schedule` prints each realize's kernels to stderr. */
+function debugSchedule(): boolean {
+  return (process.env['ECLAT_DEBUG'] ?? '').split(',').includes('schedule')
 }
 
 const ERROR_CLASSES = {

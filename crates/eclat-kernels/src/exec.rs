@@ -25,6 +25,9 @@ use std::ptr::NonNull;
 /// (contiguous, row-major, exactly sized).
 pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
     let program = decode(words)?;
+    for o in outputs.iter_mut() {
+        advise_huge_pages(o.as_mut_ptr(), o.len());
+    }
     let run = |outputs: &mut [&mut [u8]]| {
         let slots = outputs
             .iter_mut()
@@ -46,6 +49,30 @@ pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Re
     } else {
         pool().install(|| run(outputs))
     }
+}
+
+/// Asks Linux to back a large fresh buffer with 2 MiB pages. Output buffers come
+/// from JavaScript untouched; writing them page by page would cost one fault per
+/// 4 KiB (about as long as the kernel itself for a memory-bound op). Advisory:
+/// contents are unchanged and failures are ignored.
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        if len < 2 * HUGE {
+            return;
+        }
+        let start = (ptr as usize).next_multiple_of(HUGE);
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside one allocation we own or may write;
+            // MADV_HUGEPAGE changes only how the kernel backs the pages, never
+            // their contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// `ECLAT_PROFILE=1` prints every instruction's time to stderr.
@@ -125,6 +152,8 @@ impl OwnedWords {
                 format!("out of memory allocating {bytes} bytes"),
             )
         })?;
+        // Before the first touch, so the zeroing below already faults in huge pages.
+        advise_huge_pages(words.as_mut_ptr() as *mut u8, words.capacity() * 8);
         words.resize(len, 0);
         Ok(OwnedWords { words })
     }

@@ -1,0 +1,106 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { explainRealize, rand, realize, tensor, where, zeros, type KernelInfo } from '../ts/index.js'
+import { expectBackendsAgree } from './helpers.js'
+
+/** Kernels that do work (views are stride changes). */
+const work = (ks: KernelInfo[]) => ks.filter((k) => k.kind !== 'view')
+
+describe('the scheduler fuses', () => {
+  it('an elementwise chain into one kernel with no intermediate buffer', () => {
+    const x = rand([1000])
+    const ks = work(explainRealize([x.sin().mul(x.exp2()).add(x.sqrt())]))
+    expect(ks).toHaveLength(1)
+    expect(ks[0]!.kind).toBe('fused')
+    expect(ks[0]!.fused).toEqual(['sin', 'exp2', 'mul', 'sqrt', 'add'])
+    expect(ks[0]!.reads).toBe(1)
+    expect(ks[0]!.written).toBe('an output')
+  })
+
+  it('a reduction with its elementwise producers: x.mul(x).sum() reads x once', () => {
+    const x = rand([64, 100])
+    for (const y of [x.mul(x).sum(), x.mul(x).sum(1), x.mul(x).sum(0)]) {
+      const ks = work(explainRealize([y]))
+      expect(ks).toHaveLength(1)
+      expect(ks[0]).toMatchObject({ kind: 'fused', op: 'sum', fused: ['mul'], reads: 1 })
+    }
+  })
+
+  it('broadcast operands and views of realized data as reads of the same kernel', () => {
+    const x = rand([8, 16])
+    const b = rand([16])
+    const ks = work(explainRealize([x.transpose().add(b.reshape([16, 1])).relu().mul(2)]))
+    expect(ks).toHaveLength(1)
+  })
+
+  it('a shared subexpression is computed once, into a buffer, when several kernels read it', () => {
+    const x = rand([32, 32])
+    const s = x.exp()
+    const a = s.sum(1)
+    const b = s.mul(x).max(0)
+    const ks = work(explainRealize([a, b]))
+    const exps = ks.filter((k) => k.fused.includes('exp2'))
+    expect(exps).toHaveLength(1)
+    expect(exps[0]!.written).toBe('read by 2 kernels')
+    expect(ks).toHaveLength(3)
+  })
+
+  it('inside one kernel a value read twice is computed once', () => {
+    const x = rand([100])
+    const e = x.exp()
+    const ks = work(explainRealize([e.mul(e).add(e)]))
+    expect(ks).toHaveLength(1)
+    expect(ks[0]!.fused.filter((op) => op === 'exp2')).toHaveLength(1)
+  })
+
+  it('stops at kernel boundaries (scan, gather, matmul) and materializes their computed inputs', () => {
+    const x = rand([16, 16])
+    const ks = work(explainRealize([x.exp().cumsum(1).sqrt()]))
+    expect(ks.map((k) => k.kind)).toEqual(['fused', 'op', 'fused'])
+    expect(ks[1]!.op).toBe('cumsum')
+    expect(ks[2]!.fused).toEqual(['sqrt'])
+    expect(ks[0]!.written).toBe('read by cumsum')
+  })
+})
+
+describe('fused kernels compute what the reference interpreter computes', () => {
+  it('chains, broadcasts, reductions over every axis set, above the threading threshold', () => {
+    for (const shape of [[], [0], [5], [3, 0], [7, 9], [300, 200], [4, 5, 6]] as number[][]) {
+      const x = rand(shape)
+      expectBackendsAgree(x.sin().mul(x.exp2()).add(x.sqrt()), 1e-6, `x.sin().mul(x.exp2()).add(x.sqrt()) ${JSON.stringify(shape)}`)
+      expectBackendsAgree(x.mul(x).add(1).log().sum(), 1e-6, `x.mul(x).add(1).log().sum() ${JSON.stringify(shape)}`)
+      for (let axis = 0; axis < shape.length; axis++) {
+        if (shape[axis] === 0) continue
+        expectBackendsAgree(x.sub(x.max(axis, true)).exp().sum(axis), 1e-6, `x.sub(x.max(axis, true)).exp().sum(axis) ${JSON.stringify(shape)}`)
+        expectBackendsAgree(x.abs().neg().max(axis), 1e-6, `x.abs().neg().max(axis) ${JSON.stringify(shape)}`)
+      }
+    }
+  })
+
+  it('a 1M-element fused reduction along a single long row', () => {
+    const x = rand([1 << 20])
+    expectBackendsAgree(x.mul(x).sum(), 1e-5, `x.mul(x).sum()`)
+  })
+
+  it('mixed dtypes inside one kernel', () => {
+    const i = tensor([1, 2, 3, 4], { dtype: 'int32' })
+    const f = rand([4])
+    expectBackendsAgree(where(i.cast('float32').mul(f).gt(0.5), f, zeros([4])), 1e-6, 'cast, mul, gt, where')
+  })
+})
+
+describe('ECLAT_DEBUG=schedule', () => {
+  afterEach(() => {
+    delete process.env['ECLAT_DEBUG']
+    vi.restoreAllMocks()
+  })
+  it('prints each realize’s kernels', () => {
+    const lines: string[] = []
+    vi.spyOn(console, 'error').mockImplementation((s: string) => void lines.push(s))
+    process.env['ECLAT_DEBUG'] = 'schedule'
+    const x = rand([100])
+    realize([x.sin().mul(x.exp2()).add(x.sqrt())])
+    expect(lines[0]).toContain('1 kernel(s)')
+    expect(lines[1]).toContain('fused[sin,exp2,mul,sqrt,add]')
+    expect(lines[1]).toContain('4 intermediate(s) kept in registers')
+  })
+})

@@ -1,0 +1,134 @@
+import type { LazyNode } from './graph/node.js'
+import type { Op } from './graph/ops.js'
+
+/** Elementwise primitives: they fuse into one kernel. */
+const ELEMENTWISE: ReadonlySet<Op> = new Set<Op>([
+  'neg', 'recip', 'sqrt', 'exp2', 'log2', 'sin', 'cast', 'bitwiseNot',
+  'add', 'mul', 'maximum', 'minimum', 'lt', 'eq', 'bitwiseAnd', 'bitwiseOr', 'bitwiseXor',
+  'where',
+])
+const REDUCTIONS: ReadonlySet<Op> = new Set<Op>(['sum', 'max', 'min', 'prod'])
+/** View primitives cost nothing on realized data: the kernels read through strides. */
+const VIEWS: ReadonlySet<Op> = new Set<Op>(['reshape', 'permute', 'expand', 'slice'])
+
+/** One kernel of a realize. */
+export interface Kernel {
+  /**
+   * `fused`: elementwise ops computed in one pass, with a reduction at its root
+   * when `reduce` is set; `view`: a stride change (no work); `op`: any other
+   * primitive (scan, gather, scatter, matmul, pad, a plain reduction).
+   */
+  readonly kind: 'fused' | 'view' | 'op'
+  /** The node whose value the kernel produces. */
+  readonly root: LazyNode
+  /** For `fused`: the elementwise nodes in evaluation order (the root last unless it is a reduction). */
+  readonly members: readonly LazyNode[]
+  /** For `fused`: the values the kernel reads (sources outside it), in register order. */
+  readonly srcs: readonly LazyNode[]
+  /** Why the root's value is written to memory. */
+  readonly reason: string
+}
+
+/**
+ * Groups the nodes of `order` (topological, every node to compute) into kernels:
+ *
+ * - An elementwise node joins the kernel of its consumers when every consumer is
+ *   elementwise (or a reduction reading it) and all of them are in the same
+ *   kernel: chains and trees fuse into one pass, and a reduction absorbs its
+ *   elementwise producers (`x.mul(x).sum(1)` reads `x` once).
+ * - Cost rule for shared values: a value read by several kernels is computed
+ *   once into a buffer (recomputing would repeat its whole subexpression per
+ *   reader); a value read several times inside one kernel is computed once there.
+ * - Views, scans, gather/scatter, pad and matmul are kernel boundaries: their
+ *   computed inputs are materialized. Outputs are always materialized.
+ */
+export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[]): Kernel[] {
+  const consumers = new Map<LazyNode, LazyNode[]>()
+  for (const node of order) {
+    for (const src of node.srcs) {
+      const list = consumers.get(src)
+      if (list) list.push(node)
+      else consumers.set(src, [node])
+    }
+  }
+  const outputs = new Set(targets)
+  /** The root of the kernel each node belongs to. */
+  const kernelOf = new Map<LazyNode, LazyNode>()
+  const reasons = new Map<LazyNode, string>()
+  for (let i = order.length - 1; i >= 0; i--) {
+    const node = order[i]!
+    if (!ELEMENTWISE.has(node.op)) {
+      kernelOf.set(node, node)
+      reasons.set(node, VIEWS.has(node.op) ? 'a view' : REDUCTIONS.has(node.op) ? 'a reduction' : `${node.op} is a kernel boundary`)
+      continue
+    }
+    const users = consumers.get(node) ?? []
+    let reason = ''
+    if (outputs.has(node)) reason = 'an output'
+    else if (users.length === 0) reason = 'unused'
+    else {
+      const blocker = users.find((u) => !ELEMENTWISE.has(u.op) && !REDUCTIONS.has(u.op))
+      if (blocker) reason = `read by ${blocker.op}`
+      else {
+        const kernels = new Set(users.map((u) => kernelOf.get(u)!))
+        if (kernels.size > 1) reason = `read by ${kernels.size} kernels`
+      }
+    }
+    if (reason) {
+      kernelOf.set(node, node)
+      reasons.set(node, reason)
+    } else {
+      kernelOf.set(node, kernelOf.get(users[0]!)!)
+    }
+  }
+  const members = new Map<LazyNode, LazyNode[]>()
+  for (const node of order) {
+    const root = kernelOf.get(node)!
+    if (!ELEMENTWISE.has(node.op) && node !== root) continue
+    if (ELEMENTWISE.has(node.op)) {
+      const list = members.get(root)
+      if (list) list.push(node)
+      else members.set(root, [node])
+    }
+  }
+  const kernels: Kernel[] = []
+  for (const node of order) {
+    if (kernelOf.get(node) !== node) continue
+    const inside = members.get(node) ?? []
+    const fused = ELEMENTWISE.has(node.op) || (REDUCTIONS.has(node.op) && inside.length > 0)
+    const set = new Set(inside)
+    const srcs: LazyNode[] = []
+    if (fused) {
+      const seen = new Set<LazyNode>()
+      const reading = REDUCTIONS.has(node.op) ? [...inside, node] : inside
+      for (const m of reading) {
+        for (const s of m.srcs) {
+          if (!set.has(s) && !seen.has(s)) {
+            seen.add(s)
+            srcs.push(s)
+          }
+        }
+      }
+    }
+    kernels.push({
+      kind: fused ? 'fused' : VIEWS.has(node.op) ? 'view' : 'op',
+      root: node,
+      members: inside,
+      srcs,
+      reason: reasons.get(node)!,
+    })
+  }
+  return kernels
+}
+
+/** A one-line description of a kernel, for `ECLAT_DEBUG=schedule` and `explainRealize`. */
+export function describeKernel(k: Kernel): string {
+  const n = k.root
+  const type = `${n.dtype}[${n.shape.join(',')}]`
+  if (k.kind === 'view') return `view    ${n.op} -> ${type}`
+  if (k.kind === 'op') return `kernel  ${n.op} -> ${type} (${k.reason})`
+  const ops = k.members.map((m) => m.op).join(',')
+  const what = REDUCTIONS.has(n.op) ? `${n.op}(fused[${ops}])` : `fused[${ops}]`
+  const inner = k.members.length - (REDUCTIONS.has(n.op) ? 0 : 1)
+  return `kernel  ${what} -> ${type} reads ${k.srcs.length} value(s), ${inner} intermediate(s) kept in registers; written: ${k.reason}`
+}
