@@ -3,7 +3,7 @@ import {
   type DType, type TypedArray,
 } from './dtype.js'
 import { DTypeError, ShapeError, fmtShape } from './errors.js'
-import { LazyNode, NO_ARG, type NodeArg } from './graph/node.js'
+import { LazyNode, NO_ARG, type NodeArg, type NodeFlags } from './graph/node.js'
 import type { BinaryOp, Op, ReduceOp, ScanOp, ScatterOp, UnaryOp } from './graph/ops.js'
 import { broadcastShapes, checkShape, normalizeAxes, normalizeAxis, numel } from './graph/shape.js'
 import { realizeNodes, realizeNodesAsync } from './realize.js'
@@ -65,12 +65,27 @@ export function loadNode(data: TypedArray | null, shape: readonly number[], dtyp
   return new LazyNode('load', [], { kind: 'load', slot }, Object.freeze([...shape]), dtype)
 }
 
+/** Load nodes of recent scalar constants: `x.add(1)` in a loop reuses one buffer. */
+const scalarNodes = new Map<string, LazyNode>()
+
 /** A 0-d tensor holding `value` as `dtype`. */
 export function scalarTensor(value: number | boolean, dtype: DType): Tensor {
-  const data = allocate(dtype, 1)
-  data[0] = castScalar(Number(value), dtype)
-  return new Tensor(loadNode(data, [], dtype))
+  const v = Number(value)
+  // Constants never change, so one node per (dtype, value) can be shared.
+  const key = `${dtype}:${Object.is(v, -0) ? '-0' : v}`
+  let node = scalarNodes.get(key)
+  if (!node) {
+    const data = allocate(dtype, 1)
+    data[0] = castScalar(v, dtype)
+    node = loadNode(data, [], dtype, 'constant')
+    if (scalarNodes.size >= 1024) scalarNodes.clear()
+    scalarNodes.set(key, node)
+  }
+  return new Tensor(node)
 }
+
+const TRACKED: NodeFlags = Object.freeze({})
+const DETACHED: NodeFlags = Object.freeze({ detached: true })
 
 function describe(op: string, ...ts: Tensor[]): string {
   return `${op}: ${ts.map((t) => `${fmtShape(t.shape)} ${t.dtype}`).join(', ')}`
@@ -171,8 +186,9 @@ export class Tensor {
   /** @internal Builds a node of `op` over `srcs`. */
   make(op: Op, srcs: readonly Tensor[], arg: NodeArg, shape: readonly number[], dtype: DType): Tensor {
     const tracking = gradEnabled()
-    const flags = tracking ? {} : { detached: true }
-    const out = new Tensor(new LazyNode(op, srcs.map((s) => s.node), arg, Object.freeze([...shape]), dtype, flags))
+    // Shapes are frozen arrays, shared between nodes when equal (most ops keep their operand's).
+    const frozen = Object.isFrozen(shape) ? shape : Object.freeze([...shape])
+    const out = new Tensor(new LazyNode(op, srcs.map((s) => s.node), arg, frozen, dtype, tracking ? TRACKED : DETACHED))
     out.derived = tracking && isFloat(dtype) && srcs.some((s) => s.requiresGrad)
     return out
   }
