@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, it, vi } from 'vitest'
-import { explainRealize, rand, realize, tensor, where, zeros, type KernelInfo } from '../ts/index.js'
+import { describe, expect, it } from 'vitest'
+import { explainRealize, rand, tensor, where, zeros, type KernelInfo } from '../ts/index.js'
 import { expectBackendsAgree } from './helpers.js'
 
 /** Kernels that do work (views are stride changes). */
@@ -89,18 +89,23 @@ describe('fused kernels compute what the reference interpreter computes', () => 
 })
 
 describe('ECLAT_DEBUG=schedule', () => {
-  afterEach(() => {
-    delete process.env['ECLAT_DEBUG']
-    vi.restoreAllMocks()
-  })
-  it('prints each realize’s kernels', () => {
-    const lines: string[] = []
-    vi.spyOn(console, 'error').mockImplementation((s: string) => void lines.push(s))
-    process.env['ECLAT_DEBUG'] = 'schedule'
-    const x = rand([100])
-    realize([x.sin().mul(x.exp2()).add(x.sqrt())])
+  it('prints each realize’s kernels, and when a later realize reuses the cached program', async () => {
+    const { spawnSync } = await import('node:child_process')
+    const index = new URL('../dist/index.js', import.meta.url).href
+    const script = `
+      const { rand } = await import(${JSON.stringify(index)})
+      const x = rand([100])
+      for (let i = 0; i < 2; i++) x.sin().mul(x.exp2()).add(x.sqrt()).dataSync()
+    `
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, ECLAT_DEBUG: 'schedule' },
+    })
+    expect(run.status, run.stderr.toString()).toBe(0)
+    const out = run.stderr.toString()
+    const lines = out.trim().split('\n')
     expect(lines[0]).toContain('1 kernel(s)')
     expect(lines[1]).toContain('fused[sin,exp2,mul,sqrt,add]')
     expect(lines[1]).toContain('4 intermediate(s) kept in registers')
+    expect(lines[2]).toContain('cached program')
   })
 })

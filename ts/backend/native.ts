@@ -59,8 +59,17 @@ interface Encoded {
   outputs: TypedArray[]
 }
 
+/** Byte views of typed arrays, made once per array (a realize in a loop reads the same weights). */
+const byteViews = new WeakMap<TypedArray, Uint8Array>()
+
 function bytesOf(a: TypedArray): Uint8Array {
-  return a instanceof Uint8Array ? a : new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+  if (a instanceof Uint8Array) return a
+  let view = byteViews.get(a)
+  if (!view) {
+    view = new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+    byteViews.set(a, view)
+  }
+  return view
 }
 
 /** The op-specific arguments of an instruction (see `program.rs`). */
@@ -93,10 +102,8 @@ const FUSED = 64
  * already have data become `load` instructions reading their typed arrays in
  * place (no copy).
  */
-function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encoded {
+function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[], leafIndex: ReadonlyMap<LazyNode, number>): Float64Array {
   const ids = new Map<LazyNode, number>()
-  const inputIndex = new Map<TypedArray, number>()
-  const inputs: Uint8Array[] = []
   const words: number[] = [0]
   let count = 0
   const emit = (node: LazyNode, srcs: number[], args: number[], op: number) => {
@@ -106,18 +113,11 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   const idOf = (node: LazyNode): number => {
     const known = ids.get(node)
     if (known !== undefined) return known
-    const data = node.data!
-    let k = inputIndex.get(data)
-    if (k === undefined) {
-      k = inputs.length
-      inputIndex.set(data, k)
-      inputs.push(bytesOf(data))
-    }
-    emit(node, [], [k], OP_CODE.load)
+    emit(node, [], [leafIndex.get(node)!], OP_CODE.load)
     return count - 1
   }
   const kernels = schedule(order, targets)
-  if (debugSchedule()) {
+  if (DEBUG_SCHEDULE) {
     console.error(`eclat schedule: ${kernels.filter((k) => k.kind !== 'view').length} kernel(s) for ${targets.length} output(s)`)
     for (const k of kernels) console.error(`  ${describeKernel(k)}`)
   }
@@ -141,16 +141,64 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
     words.push(...steps)
   }
   words[0] = count
-  const outputs = targets.map((t) => allocate(t.dtype, numel(t.shape)))
   words.push(targets.length)
   targets.forEach((t, i) => words.push(ids.get(t)!, i))
-  return { words: Float64Array.from(words), buffers: [...inputs, ...outputs.map(bytesOf)], nInputs: inputs.length, outputs }
+  return Float64Array.from(words)
 }
 
-/** `ECLAT_DEBUG=schedule` prints each realize's kernels to stderr. */
-function debugSchedule(): boolean {
-  return (process.env['ECLAT_DEBUG'] ?? '').split(',').includes('schedule')
+/**
+ * Encoded programs by graph structure: ops, dtypes, shapes, arguments, which
+ * nodes read which, and the dtype and shape of every realized input, but not
+ * values. The second and later steps of a training loop skip scheduling and
+ * encoding.
+ */
+const programCache = new Map<string, Float64Array>()
+const PROGRAM_CACHE_SIZE = 512
+
+/**
+ * The program computing `targets` (from `order`) and the buffers it reads: the
+ * data of every realized node the graph reaches, input `k` being the k-th met.
+ */
+function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encoded {
+  const position = new Map<LazyNode, number>()
+  order.forEach((n, i) => position.set(n, i))
+  const leafIndex = new Map<LazyNode, number>()
+  const inputs: Uint8Array[] = []
+  const key: (string | number)[] = []
+  for (const node of order) {
+    key.push(OP_CODE[node.op], DTYPE_CODE[node.dtype], node.shape.join('x'), argsOf(node).map((a) => (Object.is(a, -0) ? '-0' : a)).join(' '))
+    for (const src of node.srcs) {
+      const p = position.get(src)
+      if (p !== undefined) {
+        key.push(p)
+        continue
+      }
+      let k = leafIndex.get(src)
+      if (k === undefined) {
+        k = inputs.length
+        leafIndex.set(src, k)
+        inputs.push(bytesOf(src.data!))
+      }
+      key.push(`L${k}:${DTYPE_CODE[src.dtype]}:${src.shape.join('x')}`)
+    }
+    key.push(';')
+  }
+  for (const t of targets) key.push(position.get(t)!)
+  const signature = key.join(',')
+  let words = programCache.get(signature)
+  if (!words) {
+    words = encodeProgram(order, targets, leafIndex)
+    if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
+    programCache.set(signature, words)
+  } else if (DEBUG_SCHEDULE) {
+    console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
+  }
+  const outputs = targets.map((t) => allocate(t.dtype, numel(t.shape)))
+  return { words, buffers: [...inputs, ...outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength))], nInputs: inputs.length, outputs }
 }
+
+/** `ECLAT_DEBUG=schedule` prints each realize's kernels to stderr (read once, at load). */
+const DEBUG_SCHEDULE = (process.env['ECLAT_DEBUG'] ?? '').split(',').includes('schedule')
 
 const ERROR_CLASSES = {
   IndexError,
