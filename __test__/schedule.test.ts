@@ -109,3 +109,29 @@ describe('ECLAT_DEBUG=schedule', () => {
     expect(lines[2]).toContain('cached program')
   })
 })
+
+describe('ECLAT_SIMD', () => {
+  it('forces each supported level, and every level computes the same bits', async () => {
+    const { spawnSync } = await import('node:child_process')
+    const { supportedSimdLevels } = await import('../ts/index.js')
+    const index = new URL('../dist/index.js', import.meta.url).href
+    const script = `
+      const { rand, manualSeed, simdLevel } = await import(${JSON.stringify(index)})
+      manualSeed(7)
+      const x = rand([100003]).mul(20).sub(10)
+      const y = x.sin().mul(x.exp2()).add(x.abs().sqrt()).sub(x.abs().add(1).log())
+      const s = x.mul(x).sum(0)
+      console.log(JSON.stringify({ level: simdLevel(), y: Array.from(y.dataSync()).slice(0, 2000), s: s.item() }))
+    `
+    const results = supportedSimdLevels().map((level) => {
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, ECLAT_SIMD: level } })
+      expect(run.status, run.stderr.toString()).toBe(0)
+      return JSON.parse(run.stdout.toString()) as { level: string; y: number[]; s: number }
+    })
+    expect(results.map((r) => r.level)).toEqual(supportedSimdLevels())
+    for (const r of results.slice(1)) {
+      expect(r.y).toEqual(results[0]!.y)
+      expect(r.s).toBe(results[0]!.s)
+    }
+  })
+})

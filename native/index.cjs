@@ -841,3 +841,4 @@ module.exports.primitiveNames = nativeBinding.primitiveNames
 module.exports.realizeAsync = nativeBinding.realizeAsync
 module.exports.realizeSync = nativeBinding.realizeSync
 module.exports.simdLevel = nativeBinding.simdLevel
+module.exports.supportedSimdLevels = nativeBinding.supportedSimdLevels

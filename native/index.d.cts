@@ -41,7 +41,10 @@ export declare function realizeAsync(program: Float64Array, buffers: Array<Uint8
 export declare function realizeSync(program: Float64Array, buffers: Array<Uint8Array>, nInputs: number): void
 
 /**
- * The widest SIMD instruction set this CPU offers (`avx512`, `avx2`, `neon`,
- * `scalar`), detected at run time.
+ * The SIMD level the kernels run at (`avx512`, `avx2`, `neon`, `scalar`):
+ * the widest this CPU offers, or `ECLAT_SIMD` when it names a supported one.
  */
 export declare function simdLevel(): string
+
+/** Every SIMD level this CPU can run, lowest first. */
+export declare function supportedSimdLevels(): Array<string>

@@ -14,14 +14,25 @@ export function numThreads(): number {
 }
 
 /**
- * The widest SIMD instruction set this CPU offers to Eclat's kernels, detected
- * at run time: `'avx512'`, `'avx2'`, `'neon'` or `'scalar'`.
+ * The SIMD instruction set Eclat's kernels run with: `'avx512'`, `'avx2'`,
+ * `'neon'` or `'scalar'` (the architecture's baseline). The widest this CPU
+ * offers, detected at run time, unless `ECLAT_SIMD` names a lower one it supports.
  *
  * @example
  * console.log(simdLevel())
  */
 export function simdLevel(): string {
   return loadAddon().simdLevel()
+}
+
+/**
+ * Every SIMD level this CPU can run, lowest first (values for `ECLAT_SIMD`).
+ *
+ * @example
+ * supportedSimdLevels() // e.g. ['scalar', 'avx2', 'avx512']
+ */
+export function supportedSimdLevels(): string[] {
+  return loadAddon().supportedSimdLevels()
 }
 
 /**

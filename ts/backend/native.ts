@@ -14,6 +14,7 @@ interface Addon {
   primitiveNames(): string[]
   numThreads(): number
   simdLevel(): string
+  supportedSimdLevels(): string[]
 }
 
 let addon: Addon | null = null

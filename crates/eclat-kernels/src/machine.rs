@@ -6,29 +6,6 @@ use crate::pool::{num_threads, pool};
 use rayon::prelude::*;
 use std::time::Instant;
 
-/// The widest SIMD instruction set this CPU offers, detected at run time:
-/// `avx512`, `avx2` (with FMA), `neon` or `scalar`. Release binaries are built
-/// for the baseline of their target, so this, not the build machine, decides.
-pub fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2";
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            return "neon";
-        }
-    }
-    "scalar"
-}
-
 fn best_of<F: FnMut() -> f64>(runs: usize, mut f: F) -> f64 {
     (0..runs).map(|_| f()).fold(0.0, f64::max)
 }

@@ -121,9 +121,15 @@ pub fn measure_machine(bytes: u32) -> MachineLimits {
     }
 }
 
-/// The widest SIMD instruction set this CPU offers (`avx512`, `avx2`, `neon`,
-/// `scalar`), detected at run time.
+/// The SIMD level the kernels run at (`avx512`, `avx2`, `neon`, `scalar`):
+/// the widest this CPU offers, or `ECLAT_SIMD` when it names a supported one.
 #[napi]
 pub fn simd_level() -> &'static str {
-    eclat_kernels::machine::simd_level()
+    eclat_kernels::simd::level().name()
+}
+
+/// Every SIMD level this CPU can run, lowest first.
+#[napi]
+pub fn supported_simd_levels() -> Vec<&'static str> {
+    eclat_kernels::simd::supported().iter().map(|l| l.name()).collect()
 }
