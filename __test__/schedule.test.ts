@@ -135,3 +135,32 @@ describe('ECLAT_SIMD', () => {
     }
   })
 })
+
+describe('matmul epilogues', () => {
+  it('a bias add and activation after a matmul run on each block of the product', () => {
+    const x = rand([128, 64])
+    const w = rand([64, 32])
+    const b = rand([32])
+    const ks = work(explainRealize([x.matmul(w).add(b).relu()]))
+    expect(ks).toHaveLength(1)
+    expect(ks[0]!.fused[0]).toBe('matmul')
+    expect(ks[0]!.description).toContain('matmul+fused')
+  })
+
+  it('compute what matmul then the elementwise ops compute, batched and above one block', () => {
+    for (const [a, b] of [[[3, 4], [4, 5]], [[300, 70], [70, 600]], [[2, 5, 3], [2, 3, 4]], [[8, 0], [0, 8]]] as const) {
+      const x = rand([...a])
+      const w = rand([...b])
+      const bias = rand([b[b.length - 1]!])
+      expectBackendsAgree(x.matmul(w).add(bias).tanh().mul(2), 1e-5, `epilogue ${JSON.stringify(a)} @ ${JSON.stringify(b)}`)
+    }
+  })
+
+  it('a matmul read by two kernels is written once and not fused', () => {
+    const x = rand([16, 8])
+    const w = rand([8, 4])
+    const y = x.matmul(w)
+    const ks = work(explainRealize([y.relu(), y.sum(0)]))
+    expect(ks.map((k) => k.op)).toContain('matmul')
+  })
+})

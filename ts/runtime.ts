@@ -73,7 +73,7 @@ export interface KernelInfo {
   readonly kind: Kernel['kind']
   /** The primitive at the kernel's root. */
   readonly op: string
-  /** For `fused`: the elementwise ops computed in the pass, in order. */
+  /** For `fused`: the ops computed in the pass, in order (a leading `matmul` is a prologue whose product never reaches memory). */
   readonly fused: readonly string[]
   readonly shape: readonly number[]
   readonly dtype: string
@@ -100,7 +100,7 @@ export function explainRealize(tensors: readonly Tensor[]): KernelInfo[] {
   return schedule(scheduleOrder(pending), pending).map((k) => ({
     kind: k.kind,
     op: k.root.op,
-    fused: k.members.map((m) => m.op),
+    fused: k.matmul ? ['matmul', ...k.members.map((m) => m.op)] : k.members.map((m) => m.op),
     shape: k.root.shape,
     dtype: k.root.dtype,
     reads: k.srcs.length,

@@ -25,6 +25,12 @@ export interface Kernel {
   readonly members: readonly LazyNode[]
   /** For `fused`: the values the kernel reads (sources outside it), in register order. */
   readonly srcs: readonly LazyNode[]
+  /**
+   * For `fused`: a matmul among `srcs` whose only reader is this kernel. It runs
+   * as the kernel's prologue: each block of the product feeds the elementwise
+   * ops (a bias add, an activation: the epilogue) while in cache.
+   */
+  readonly matmul?: LazyNode
   /** Why the root's value is written to memory. */
   readonly reason: string
 }
@@ -110,15 +116,21 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
         }
       }
     }
+    // A matmul read only by this (elementwise) kernel becomes its prologue.
+    const matmul = fused && ELEMENTWISE.has(node.op)
+      ? srcs.find((s) => s.op === 'matmul' && !outputs.has(s) && !s.data && consumers.get(s)!.every((u) => set.has(u)))
+      : undefined
     kernels.push({
       kind: fused ? 'fused' : VIEWS.has(node.op) ? 'view' : 'op',
       root: node,
       members: inside,
       srcs,
       reason: reasons.get(node)!,
+      ...(matmul ? { matmul } : {}),
     })
   }
-  return kernels
+  const prologues = new Set(kernels.map((k) => k.matmul).filter((m) => m !== undefined))
+  return kernels.filter((k) => !prologues.has(k.root))
 }
 
 /** A one-line description of a kernel, for `ECLAT_DEBUG=schedule` and `explainRealize`. */
@@ -128,7 +140,7 @@ export function describeKernel(k: Kernel): string {
   if (k.kind === 'view') return `view    ${n.op} -> ${type}`
   if (k.kind === 'op') return `kernel  ${n.op} -> ${type} (${k.reason})`
   const ops = k.members.map((m) => m.op).join(',')
-  const what = REDUCTIONS.has(n.op) ? `${n.op}(fused[${ops}])` : `fused[${ops}]`
+  const what = REDUCTIONS.has(n.op) ? `${n.op}(fused[${ops}])` : k.matmul ? `matmul+fused[${ops}]` : `fused[${ops}]`
   const inner = k.members.length - (REDUCTIONS.has(n.op) ? 0 : 1)
   return `kernel  ${what} -> ${type} reads ${k.srcs.length} value(s), ${inner} intermediate(s) kept in registers; written: ${k.reason}`
 }

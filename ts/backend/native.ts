@@ -125,20 +125,23 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
   for (const k of kernels) {
     const node = k.root
     const reduction = k.kind === 'fused' && !k.members.includes(node)
-    if (k.kind !== 'fused' || (k.members.length === 1 && !reduction)) {
+    if (k.kind !== 'fused' || (k.members.length === 1 && !reduction && !k.matmul)) {
       emit(node, node.srcs.map(idOf), argsOf(node), OP_CODE[node.op])
       continue
     }
-    const srcIds = k.srcs.map(idOf)
+    // Register r reads srcs[r]; with a matmul prologue, register 0 is the
+    // product and the instruction's first two sources are its operands.
+    const reads = k.matmul ? [k.matmul, ...k.srcs.filter((s) => s !== k.matmul)] : k.srcs
+    const srcIds = k.matmul ? [...k.matmul.srcs.map(idOf), ...reads.slice(1).map(idOf)] : reads.map(idOf)
     const register = new Map<LazyNode, number>()
-    k.srcs.forEach((s, i) => register.set(s, i))
+    reads.forEach((s, i) => register.set(s, i))
     const steps: number[] = [k.members.length]
     k.members.forEach((m, j) => {
       const operands = m.srcs.map((s) => register.get(s)!)
       steps.push(OP_CODE[m.op], DTYPE_CODE[m.dtype], operands.length, ...operands)
-      register.set(m, k.srcs.length + j)
+      register.set(m, reads.length + j)
     })
-    emit(node, srcIds, argsOf(node), FUSED + OP_CODE[node.op])
+    emit(node, srcIds, argsOf(node), FUSED + OP_CODE[k.matmul ? 'matmul' : node.op])
     words.push(...steps)
   }
   words[0] = count

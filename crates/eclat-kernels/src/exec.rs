@@ -409,6 +409,9 @@ impl<'p> Executor<'p> {
     fn fused_with(&mut self, i: usize, expr: &Expr) -> Result<Value> {
         let instr = &self.program.instrs[i];
         let label = expr.label();
+        if instr.op == Op::Matmul {
+            return self.matmul_epilogue(i, expr);
+        }
         let src_dts: Vec<DType> = instr.srcs.iter().map(|&s| self.value(s).dtype).collect();
         let dts = fused::check(expr, &src_dts)?;
         let root = dts[dts.len() - 1];
@@ -491,6 +494,60 @@ impl<'p> Executor<'p> {
             Op::Max => with_any_dtype!(root, T => run!(T, Max)),
             _ => with_any_dtype!(root, T => run!(T, Min)),
         })
+    }
+
+    /// Checks a matmul's operand shapes and returns them.
+    fn matmul_shapes(&self, instr: &Instr, label: &str) -> Result<()> {
+        if instr.srcs.len() < 2 {
+            return Err(KernelError::format(format!("{label}: a matmul needs two operands")));
+        }
+        let (a, b) = (&self.value(instr.srcs[0]).layout.shape, &self.value(instr.srcs[1]).layout.shape);
+        let shape = &instr.shape;
+        let nd = shape.len();
+        let ok = nd >= 2
+            && a.len() == nd
+            && b.len() == nd
+            && a[..nd - 2] == shape[..nd - 2]
+            && b[..nd - 2] == shape[..nd - 2]
+            && a[nd - 2] == shape[nd - 2]
+            && b[nd - 1] == shape[nd - 1]
+            && a[nd - 1] == b[nd - 2];
+        if !ok {
+            return Err(shape_err(instr, format!("{label}: cannot multiply {a:?} by {b:?}")));
+        }
+        Ok(())
+    }
+
+    /// A matmul whose elementwise consumers run on each block of the product
+    /// (register 0 of `expr`); sources 2.. are the epilogue's other operands.
+    fn matmul_epilogue(&mut self, i: usize, expr: &Expr) -> Result<Value> {
+        let instr = &self.program.instrs[i];
+        let label = format!("matmul+{}", expr.label());
+        self.matmul_shapes(instr, &label)?;
+        let mt = self.value(instr.srcs[0]).dtype;
+        if self.value(instr.srcs[1]).dtype != mt {
+            return Err(KernelError::new(ErrorKind::DType, format!("{label}: operands of different dtypes")));
+        }
+        let others = &instr.srcs[2..];
+        let mut reg_dts = vec![mt];
+        reg_dts.extend(others.iter().map(|&s| self.value(s).dtype));
+        let dts = fused::check(expr, &reg_dts)?;
+        let root = dts[dts.len() - 1];
+        if root != instr.dtype {
+            return Err(KernelError::new(ErrorKind::DType, format!("{label}: computes {}, declared {}", root.name(), instr.dtype.name())));
+        }
+        for &s in others {
+            if self.value(s).layout.shape != instr.shape {
+                return Err(shape_err(instr, format!("{label}: operand of shape {:?}", self.value(s).layout.shape)));
+            }
+        }
+        let srcs = others.iter().map(|&s| self.raw_src(&label, s)).collect::<Result<Vec<_>>>()?;
+        let name = instr.op.name();
+        Ok(with_float_dtype!(mt, name, T => with_any_dtype!(root, U => {
+            let (v, out) = self.alloc::<U>(i)?;
+            fused::matmul_epilogue(out, self.src::<T>(instr, instr.srcs[0])?, self.src::<T>(instr, instr.srcs[1])?, expr, &dts, &srcs);
+            v
+        })))
     }
 
     /// Makes storage for the contiguous result of instruction `i` and returns it

@@ -15,7 +15,9 @@
 //! A fused reduce evaluates the expression piece by piece and folds the pieces,
 //! so `x.mul(x).sum(1)` reads `x` once and never writes `x*x`.
 
+use super::matmul::{matmul_blocks, GemmElem};
 use super::reduce::{Fold, BLOCK};
+use super::Src;
 use super::SharedOut;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
@@ -41,6 +43,9 @@ pub struct RawSrc<'a> {
 pub fn check(expr: &Expr, srcs: &[DType]) -> Result<Vec<DType>> {
     let mut dts = srcs.to_vec();
     for (j, step) in expr.steps.iter().enumerate() {
+        if let Some(&bad) = step.operands.iter().find(|&&o| o >= dts.len()) {
+            return Err(KernelError::format(format!("{}: step {j} reads register {bad} of {}", expr.label(), dts.len())));
+        }
         let ops: Vec<DType> = step.operands.iter().map(|&o| dts[o]).collect();
         let bad = |why: &str| {
             KernelError::new(
@@ -812,4 +817,26 @@ fn columns_block<T: Elem, F: Fold<T>>(
     for (d, &a) in dst.iter_mut().zip(&acc) {
         *d = fold.finish(a);
     }
+}
+
+/// A matmul with its elementwise consumers fused in (an epilogue such as a bias
+/// add and an activation): register 0 of `expr` is the product, registers 1..
+/// are `others`, each of the output's shape. The product is computed block by
+/// block of rows and each block is consumed while it is in cache, so it never
+/// reaches memory.
+pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(out: &mut [U], a: Src<T>, b: Src<T>, expr: &Expr, dts: &[DType], others: &[RawSrc]) {
+    let total = out.len();
+    let shared = SharedOut::new(out);
+    matmul_blocks(a, b, |position, tile: &[T]| {
+        // SAFETY: a slice of plain numbers viewed as its bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(tile.as_ptr() as *const u8, std::mem::size_of_val(tile)) };
+        // The tile stands for positions `position..position + tile.len()` of the output.
+        let product = Walk { bytes, size: T::DTYPE.size(), dtype: T::DTYPE, shape: vec![total], strides: [vec![1]], offset: -(position as isize) };
+        let mut walks = vec![product];
+        walks.extend(others.iter().map(|s| Walk::new(s, &s.layout)));
+        let eval = Eval::new(expr, dts, walks);
+        let mut scratch = Scratch::new(&eval, eval.piece.min(tile.len()).max(1));
+        let dst = shared.slice_mut(position, tile.len());
+        map_chunk(&eval, &mut scratch, eval.row(), dst, position);
+    });
 }

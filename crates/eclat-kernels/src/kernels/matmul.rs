@@ -25,86 +25,82 @@ impl GemmElem for f64 {
 /// Products smaller than this many multiply-adds run on one thread.
 const PARALLEL_FLOPS: usize = 1 << 18;
 
-/// `out[b] = a[b] @ b[b]` for every batch index `b`: `a` is `[..., m, k]`, `b` is
-/// `[..., k, n]` with the same batch shape, `out` is contiguous `[..., m, n]`.
-pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
-    let nd = a.layout.shape.len();
-    let (m, k, n) = (
-        a.layout.shape[nd - 2],
-        a.layout.shape[nd - 1],
-        b.layout.shape[nd - 1],
-    );
-    let batch_shape = &a.layout.shape[..nd - 2];
-    let batches = numel(batch_shape);
-    if m * n == 0 {
-        return;
-    }
-    if k == 0 {
-        out.fill(T::ZERO);
-        return;
-    }
-    let (a_rs, a_cs) = (a.layout.strides[nd - 2], a.layout.strides[nd - 1]);
-    let (b_rs, b_cs) = (b.layout.strides[nd - 2], b.layout.strides[nd - 1]);
-    // Offsets of each batch's first element in a and b.
-    let mut offsets = Vec::with_capacity(batches);
-    let strides = [
-        a.layout.strides[..nd - 2].to_vec(),
-        b.layout.strides[..nd - 2].to_vec(),
-    ];
-    if batch_shape.is_empty() {
-        offsets.push((a.layout.offset, b.layout.offset));
-    } else {
-        for_each_run(
-            batch_shape,
-            &strides,
-            [a.layout.offset, b.layout.offset],
-            0,
-            batches,
-            |[oa, ob], _, len| {
+/// The dimensions, per-batch offsets and strides of one batched product,
+/// checked against the operands' storage.
+struct Plan {
+    m: usize,
+    k: usize,
+    n: usize,
+    /// Offsets of each batch's first element in `a` and `b`.
+    offsets: Vec<(isize, isize)>,
+    a_strides: (isize, isize),
+    b_strides: (isize, isize),
+}
+
+impl Plan {
+    fn new<T>(a: &Src<T>, b: &Src<T>) -> Plan {
+        let nd = a.layout.shape.len();
+        let (m, k, n) = (a.layout.shape[nd - 2], a.layout.shape[nd - 1], b.layout.shape[nd - 1]);
+        let batch_shape = &a.layout.shape[..nd - 2];
+        let batches = numel(batch_shape);
+        let a_strides = (a.layout.strides[nd - 2], a.layout.strides[nd - 1]);
+        let b_strides = (b.layout.strides[nd - 2], b.layout.strides[nd - 1]);
+        let mut offsets = Vec::with_capacity(batches);
+        let strides = [a.layout.strides[..nd - 2].to_vec(), b.layout.strides[..nd - 2].to_vec()];
+        if batch_shape.is_empty() {
+            offsets.push((a.layout.offset, b.layout.offset));
+        } else {
+            for_each_run(batch_shape, &strides, [a.layout.offset, b.layout.offset], 0, batches, |[oa, ob], _, len| {
                 let (sa, sb) = (*strides[0].last().unwrap(), *strides[1].last().unwrap());
                 for i in 0..len as isize {
                     offsets.push((oa + i * sa, ob + i * sb));
                 }
-            },
-        );
+            });
+        }
+        if m * n * k > 0 {
+            // Bounds: the last element a product reads (all strides are
+            // non-negative) lies inside its operand's slice.
+            let within = |off: isize, rows: usize, rs: isize, cols: usize, cs: isize, len: usize| {
+                off >= 0 && rs >= 0 && cs >= 0 && ((off + (rows as isize - 1) * rs + (cols as isize - 1) * cs) as usize) < len
+            };
+            for &(oa, ob) in &offsets {
+                assert!(within(oa, m, a_strides.0, k, a_strides.1, a.data.len()), "matmul: left operand view exceeds its storage");
+                assert!(within(ob, k, b_strides.0, n, b_strides.1, b.data.len()), "matmul: right operand view exceeds its storage");
+            }
+        }
+        Plan { m, k, n, offsets, a_strides, b_strides }
     }
-    // Bounds: the last element a product reads (all strides are non-negative)
-    // lies inside its operand's slice.
-    let within = |off: isize, rows: usize, rs: isize, cols: usize, cs: isize, len: usize| {
-        off >= 0
-            && rs >= 0
-            && cs >= 0
-            && ((off + (rows as isize - 1) * rs + (cols as isize - 1) * cs) as usize) < len
-    };
-    for &(oa, ob) in &offsets {
-        assert!(
-            within(oa, m, a_rs, k, a_cs, a.data.len()),
-            "matmul: left operand view exceeds its storage"
-        );
-        assert!(
-            within(ob, k, b_rs, n, b_cs, b.data.len()),
-            "matmul: right operand view exceeds its storage"
-        );
-    }
-    let flops = m * n * k;
-    let one = |dst: &mut [T], (oa, ob): (isize, isize), parallelism: Parallelism| {
-        // SAFETY: the asserts above keep every read of `a` and `b` inside their
-        // slices; `dst` is exactly this batch's m×n contiguous output.
+
+    /// Rows `row0..row0 + rows` of batch `batch`'s product into `dst` (rows × n, contiguous).
+    fn rows<T: GemmElem>(&self, a: &Src<T>, b: &Src<T>, dst: &mut [T], batch: usize, row0: usize, rows: usize, parallelism: Parallelism) {
+        assert!(row0 + rows <= self.m && dst.len() == rows * self.n, "matmul: block out of range");
+        if rows * self.n == 0 {
+            return;
+        }
+        if self.k == 0 {
+            dst.fill(T::ZERO);
+            return;
+        }
+        let (oa, ob) = self.offsets[batch];
+        let oa = oa + row0 as isize * self.a_strides.0;
+        // SAFETY: `Plan::new` checked that every element of every batch's
+        // operands lies inside `a` and `b`; this block reads a subset of them.
+        // `dst` is exactly the block's rows × n contiguous output.
         unsafe {
             gemm::gemm(
-                m,
-                n,
-                k,
+                rows,
+                self.n,
+                self.k,
                 dst.as_mut_ptr(),
                 1,
-                n as isize,
+                self.n as isize,
                 false,
                 a.data.as_ptr().offset(oa),
-                a_cs,
-                a_rs,
+                self.a_strides.1,
+                self.a_strides.0,
                 b.data.as_ptr().offset(ob),
-                b_cs,
-                b_rs,
+                self.b_strides.1,
+                self.b_strides.0,
                 T::ZERO,
                 T::ONE,
                 false,
@@ -113,22 +109,67 @@ pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
                 parallelism,
             )
         }
-    };
+    }
+}
+
+/// `out[b] = a[b] @ b[b]` for every batch index `b`: `a` is `[..., m, k]`, `b` is
+/// `[..., k, n]` with the same batch shape, `out` is contiguous `[..., m, n]`.
+pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
+    let plan = Plan::new(&a, &b);
+    let (m, n) = (plan.m, plan.n);
+    if m * n == 0 {
+        return;
+    }
+    let flops = m * n * plan.k;
     let threads = num_threads();
+    let batches = plan.offsets.len();
     if batches >= threads && batches > 1 && flops < PARALLEL_FLOPS * 8 {
         // Many small products: one thread per product.
         out.par_chunks_mut(m * n)
-            .zip(offsets.par_iter())
-            .for_each(|(dst, &o)| one(dst, o, Parallelism::None));
+            .enumerate()
+            .for_each(|(i, dst)| plan.rows(&a, &b, dst, i, 0, m, Parallelism::None));
     } else {
-        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        for (dst, &o) in out.chunks_mut(m * n).zip(&offsets) {
-            one(dst, o, parallelism);
+        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        for (i, dst) in out.chunks_mut(m * n).enumerate() {
+            plan.rows(&a, &b, dst, i, 0, m, parallelism);
         }
+    }
+}
+
+/// Elements of one block of product rows handed to an epilogue: small enough to
+/// stay in L2 until the epilogue reads it, large enough that re-packing the
+/// right operand per block costs little.
+const TILE: usize = 128 * 1024;
+
+/// Computes `a @ b` (as [`matmul`]) block by block of rows and calls
+/// `epilogue(position, tile)` with each block as soon as it is computed, while it
+/// is still in cache; `position` is the block's first row-major output position.
+/// Blocks run in parallel; the product itself is never written to memory.
+pub fn matmul_blocks<T: GemmElem>(a: Src<T>, b: Src<T>, epilogue: impl Fn(usize, &[T]) + Sync) {
+    let plan = Plan::new(&a, &b);
+    let (m, n) = (plan.m, plan.n);
+    if m * n == 0 {
+        return;
+    }
+    let threads = num_threads();
+    let rows = (TILE / n.max(1)).clamp(1, m);
+    let per_batch = m.div_ceil(rows);
+    let blocks = plan.offsets.len() * per_batch;
+    let run = |block: usize, parallelism: Parallelism| {
+        let (batch, row0) = (block / per_batch, (block % per_batch) * rows);
+        let count = rows.min(m - row0);
+        let mut tile = vec![T::ZERO; count * n];
+        plan.rows(&a, &b, &mut tile, batch, row0, count, parallelism);
+        epilogue((batch * m + row0) * n, &tile);
+    };
+    let flops = m * n * plan.k * plan.offsets.len();
+    if blocks == 1 {
+        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        run(0, parallelism);
+    } else if flops < PARALLEL_FLOPS {
+        (0..blocks).for_each(|blk| run(blk, Parallelism::None));
+    } else {
+        (0..blocks).into_par_iter().for_each(|blk| run(blk, Parallelism::None));
     }
 }
 
