@@ -392,7 +392,7 @@ impl Scratch {
 }
 
 /// Bytes of slots a piece may use: they stay in L1 while every step runs.
-const SLOT_BUDGET: usize = 24 << 10;
+const SLOT_BUDGET: usize = 16 << 10;
 
 /// The evaluation context shared by every piece of one kernel.
 struct Eval<'a> {
