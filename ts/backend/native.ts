@@ -122,24 +122,43 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
     console.error(`eclat schedule: ${kernels.filter((k) => k.kind !== 'view').length} kernel(s) for ${targets.length} output(s)`)
     for (const k of kernels) console.error(`  ${describeKernel(k)}`)
   }
+  // Identical views of one value (every `x.add(1)` broadcasts the constant 1
+  // anew) become one instruction, so a fused kernel reads each value once.
+  const views = new Map<string, number>()
   for (const k of kernels) {
     const node = k.root
     const reduction = k.kind === 'fused' && !k.members.includes(node)
+    if (k.kind === 'view') {
+      const src = idOf(node.srcs[0]!)
+      const key = `${node.op}|${node.shape.join(',')}|${argsOf(node).join(',')}|${src}`
+      const known = views.get(key)
+      if (known !== undefined) ids.set(node, known)
+      else {
+        emit(node, [src], argsOf(node), OP_CODE[node.op])
+        views.set(key, count - 1)
+      }
+      continue
+    }
     if (k.kind !== 'fused' || (k.members.length === 1 && !reduction && !k.matmul)) {
       emit(node, node.srcs.map(idOf), argsOf(node), OP_CODE[node.op])
       continue
     }
-    // Register r reads srcs[r]; with a matmul prologue, register 0 is the
-    // product and the instruction's first two sources are its operands.
-    const reads = k.matmul ? [k.matmul, ...k.srcs.filter((s) => s !== k.matmul)] : k.srcs
-    const srcIds = k.matmul ? [...k.matmul.srcs.map(idOf), ...reads.slice(1).map(idOf)] : reads.map(idOf)
+    // Register r reads the r-th distinct value; with a matmul prologue,
+    // register 0 is the product and the instruction's first two sources are
+    // its operands.
+    const others = (k.matmul ? k.srcs.filter((s) => s !== k.matmul) : k.srcs).map(idOf)
+    const distinct = [...new Set(others)]
+    const first = k.matmul ? 1 : 0
     const register = new Map<LazyNode, number>()
-    reads.forEach((s, i) => register.set(s, i))
+    if (k.matmul) register.set(k.matmul, 0)
+    for (const s of k.srcs) if (s !== k.matmul) register.set(s, first + distinct.indexOf(ids.get(s)!))
+    const srcIds = k.matmul ? [...k.matmul.srcs.map(idOf), ...distinct] : distinct
+    const nRegisters = first + distinct.length
     const steps: number[] = [k.members.length]
     k.members.forEach((m, j) => {
       const operands = m.srcs.map((s) => register.get(s)!)
       steps.push(OP_CODE[m.op], DTYPE_CODE[m.dtype], operands.length, ...operands)
-      register.set(m, reads.length + j)
+      register.set(m, nRegisters + j)
     })
     emit(node, srcIds, argsOf(node), FUSED + OP_CODE[k.matmul ? 'matmul' : node.op])
     words.push(...steps)
@@ -154,10 +173,36 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
  * Encoded programs by graph structure: ops, dtypes, shapes, arguments, which
  * nodes read which, and the dtype and shape of every realized input, but not
  * values. The second and later steps of a training loop skip scheduling and
- * encoding.
+ * encoding. Keyed by a hash of the structure; a hit is confirmed by comparing
+ * the whole structure.
  */
-const programCache = new Map<string, Float64Array>()
+const programCache = new Map<number, { structure: Float64Array; words: Float64Array }>()
 const PROGRAM_CACHE_SIZE = 512
+
+/** Appends a node's op, dtype, shape and arguments to a structure description. */
+function describeNode(out: number[], node: LazyNode): void {
+  out.push(OP_CODE[node.op], DTYPE_CODE[node.dtype], node.shape.length, ...node.shape)
+  const args = argsOf(node)
+  out.push(args.length, ...args)
+}
+
+/** A 52-bit FNV-style hash of the structure's numbers (by their float64 bits). */
+function hashStructure(structure: Float64Array): number {
+  const words = new Uint32Array(structure.buffer, structure.byteOffset, structure.length * 2)
+  let h1 = 0x811c9dc5
+  let h2 = 0x01000193
+  for (let i = 0; i < words.length; i++) {
+    h1 = Math.imul(h1 ^ words[i]!, 0x01000193)
+    h2 = Math.imul(h2 ^ words[i]!, 0x5bd1e995) ^ (h2 >>> 15)
+  }
+  return (h1 >>> 0) * 0x100000 + ((h2 >>> 0) & 0xfffff)
+}
+
+function sameStructure(a: Float64Array, b: Float64Array): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false
+  return true
+}
 
 /**
  * The program computing `targets` (from `order`) and the buffers it reads: the
@@ -168,13 +213,14 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   order.forEach((n, i) => position.set(n, i))
   const leafIndex = new Map<LazyNode, number>()
   const inputs: Uint8Array[] = []
-  const key: (string | number)[] = []
+  const parts: number[] = []
   for (const node of order) {
-    key.push(OP_CODE[node.op], DTYPE_CODE[node.dtype], node.shape.join('x'), argsOf(node).map((a) => (Object.is(a, -0) ? '-0' : a)).join(' '))
+    describeNode(parts, node)
+    parts.push(node.srcs.length)
     for (const src of node.srcs) {
       const p = position.get(src)
       if (p !== undefined) {
-        key.push(p)
+        parts.push(p)
         continue
       }
       let k = leafIndex.get(src)
@@ -182,20 +228,26 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
         k = inputs.length
         leafIndex.set(src, k)
         inputs.push(bytesOf(src.data!))
+        // a realized input: its index (negative), dtype and shape
+        parts.push(-1 - k, DTYPE_CODE[src.dtype], src.shape.length, ...src.shape)
+      } else {
+        parts.push(-1 - k)
       }
-      key.push(`L${k}:${DTYPE_CODE[src.dtype]}:${src.shape.join('x')}`)
     }
-    key.push(';')
   }
-  for (const t of targets) key.push(position.get(t)!)
-  const signature = key.join(',')
-  let words = programCache.get(signature)
-  if (!words) {
+  parts.push(targets.length)
+  for (const t of targets) parts.push(position.get(t)!)
+  const structure = Float64Array.from(parts)
+  const hash = hashStructure(structure)
+  const cached = programCache.get(hash)
+  let words: Float64Array
+  if (cached && sameStructure(cached.structure, structure)) {
+    words = cached.words
+    if (DEBUG_SCHEDULE) console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
+  } else {
     words = encodeProgram(order, targets, leafIndex)
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
-    programCache.set(signature, words)
-  } else if (DEBUG_SCHEDULE) {
-    console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
+    programCache.set(hash, { structure, words })
   }
   const outputs = targets.map((t) => allocate(t.dtype, numel(t.shape)))
   return { words, buffers: [...inputs, ...outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength))], nInputs: inputs.length, outputs }

@@ -378,7 +378,7 @@ impl<'p> Executor<'p> {
     }
 
     /// Untyped view of value `v` for fused kernels, checked against its storage.
-    fn raw_src<'a>(&self, label: &str, v: usize) -> Result<RawSrc<'a>> {
+    fn raw_src<'a>(&self, label: impl Fn() -> String, v: usize) -> Result<RawSrc<'a>> {
         let value = self.value(v);
         let st = &self.storages[value.storage];
         let fits = value
@@ -387,7 +387,8 @@ impl<'p> Executor<'p> {
             .is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
         if !fits {
             return Err(KernelError::format(format!(
-                "{label}: view {:?} exceeds its storage",
+                "{}: view {:?} exceeds its storage",
+                label(),
                 value.layout
             )));
         }
@@ -408,7 +409,8 @@ impl<'p> Executor<'p> {
     /// A fused map or fused reduce of `expr` (see `kernels::fused`).
     fn fused_with(&mut self, i: usize, expr: &Expr) -> Result<Value> {
         let instr = &self.program.instrs[i];
-        let label = expr.label();
+        // Built only for error messages.
+        let label = || expr.label();
         if instr.op == Op::Matmul {
             return self.matmul_epilogue(i, expr);
         }
@@ -421,7 +423,8 @@ impl<'p> Executor<'p> {
                 Some(&s) => self.value(s).layout.shape.clone(),
                 None => {
                     return Err(KernelError::format(format!(
-                        "{label}: a fused reduction needs a source"
+                        "{}: a fused reduction needs a source",
+                        label()
                     )))
                 }
             }
@@ -433,7 +436,8 @@ impl<'p> Executor<'p> {
                 return Err(shape_err(
                     instr,
                     format!(
-                        "{label}: operand of shape {:?}, expected {iter_shape:?}",
+                        "{}: operand of shape {:?}, expected {iter_shape:?}",
+                        label(),
                         self.value(s).layout.shape
                     ),
                 ));
@@ -449,7 +453,8 @@ impl<'p> Executor<'p> {
                 return Err(KernelError::new(
                     ErrorKind::DType,
                     format!(
-                        "{label}: computes {}, declared {}",
+                        "{}: computes {}, declared {}",
+                        label(),
                         root.name(),
                         instr.dtype.name()
                     ),
@@ -474,7 +479,8 @@ impl<'p> Executor<'p> {
             return Err(shape_err(
                 instr,
                 format!(
-                    "{label}: cannot reduce {iter_shape:?} of {} over {axes:?} to {}",
+                    "{}: cannot reduce {iter_shape:?} of {} over {axes:?} to {}",
+                    label(),
                     root.name(),
                     instr.dtype.name()
                 ),
@@ -497,11 +503,17 @@ impl<'p> Executor<'p> {
     }
 
     /// Checks a matmul's operand shapes and returns them.
-    fn matmul_shapes(&self, instr: &Instr, label: &str) -> Result<()> {
+    fn matmul_shapes(&self, instr: &Instr, label: &impl Fn() -> String) -> Result<()> {
         if instr.srcs.len() < 2 {
-            return Err(KernelError::format(format!("{label}: a matmul needs two operands")));
+            return Err(KernelError::format(format!(
+                "{}: a matmul needs two operands",
+                label()
+            )));
         }
-        let (a, b) = (&self.value(instr.srcs[0]).layout.shape, &self.value(instr.srcs[1]).layout.shape);
+        let (a, b) = (
+            &self.value(instr.srcs[0]).layout.shape,
+            &self.value(instr.srcs[1]).layout.shape,
+        );
         let shape = &instr.shape;
         let nd = shape.len();
         let ok = nd >= 2
@@ -513,7 +525,10 @@ impl<'p> Executor<'p> {
             && b[nd - 1] == shape[nd - 1]
             && a[nd - 1] == b[nd - 2];
         if !ok {
-            return Err(shape_err(instr, format!("{label}: cannot multiply {a:?} by {b:?}")));
+            return Err(shape_err(
+                instr,
+                format!("{}: cannot multiply {a:?} by {b:?}", label()),
+            ));
         }
         Ok(())
     }
@@ -522,11 +537,14 @@ impl<'p> Executor<'p> {
     /// (register 0 of `expr`); sources 2.. are the epilogue's other operands.
     fn matmul_epilogue(&mut self, i: usize, expr: &Expr) -> Result<Value> {
         let instr = &self.program.instrs[i];
-        let label = format!("matmul+{}", expr.label());
+        let label = || format!("matmul+{}", expr.label());
         self.matmul_shapes(instr, &label)?;
         let mt = self.value(instr.srcs[0]).dtype;
         if self.value(instr.srcs[1]).dtype != mt {
-            return Err(KernelError::new(ErrorKind::DType, format!("{label}: operands of different dtypes")));
+            return Err(KernelError::new(
+                ErrorKind::DType,
+                format!("{}: operands of different dtypes", label()),
+            ));
         }
         let others = &instr.srcs[2..];
         let mut reg_dts = vec![mt];
@@ -534,20 +552,40 @@ impl<'p> Executor<'p> {
         let dts = fused::check(expr, &reg_dts)?;
         let root = dts[dts.len() - 1];
         if root != instr.dtype {
-            return Err(KernelError::new(ErrorKind::DType, format!("{label}: computes {}, declared {}", root.name(), instr.dtype.name())));
+            return Err(KernelError::new(
+                ErrorKind::DType,
+                format!(
+                    "{}: computes {}, declared {}",
+                    label(),
+                    root.name(),
+                    instr.dtype.name()
+                ),
+            ));
         }
         for &s in others {
             if self.value(s).layout.shape != instr.shape {
-                return Err(shape_err(instr, format!("{label}: operand of shape {:?}", self.value(s).layout.shape)));
+                return Err(shape_err(
+                    instr,
+                    format!(
+                        "{}: operand of shape {:?}",
+                        label(),
+                        self.value(s).layout.shape
+                    ),
+                ));
             }
         }
-        let srcs = others.iter().map(|&s| self.raw_src(&label, s)).collect::<Result<Vec<_>>>()?;
+        let srcs = others
+            .iter()
+            .map(|&s| self.raw_src(&label, s))
+            .collect::<Result<Vec<_>>>()?;
         let name = instr.op.name();
-        Ok(with_float_dtype!(mt, name, T => with_any_dtype!(root, U => {
-            let (v, out) = self.alloc::<U>(i)?;
-            fused::matmul_epilogue(out, self.src::<T>(instr, instr.srcs[0])?, self.src::<T>(instr, instr.srcs[1])?, expr, &dts, &srcs);
-            v
-        })))
+        Ok(
+            with_float_dtype!(mt, name, T => with_any_dtype!(root, U => {
+                let (v, out) = self.alloc::<U>(i)?;
+                fused::matmul_epilogue(out, self.src::<T>(instr, instr.srcs[0])?, self.src::<T>(instr, instr.srcs[1])?, expr, &dts, &srcs);
+                v
+            })),
+        )
     }
 
     /// Makes storage for the contiguous result of instruction `i` and returns it

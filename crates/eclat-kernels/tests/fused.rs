@@ -382,18 +382,49 @@ fn simd_level_honours_eclat_simd() {
 fn matmul_epilogues_match_matmul_then_map() {
     let mut rng = Rng(0x3a7);
     // (batch, m, k, n): single block, many blocks, batched, empty inner dimension
-    for &(batch, m, k, n) in &[(1, 3, 4, 5), (1, 300, 70, 600), (3, 40, 9, 17), (1, 8, 0, 8), (2, 1, 1, 1)] {
+    for &(batch, m, k, n) in &[
+        (1, 3, 4, 5),
+        (1, 300, 70, 600),
+        (3, 40, 9, 17),
+        (1, 8, 0, 8),
+        (2, 1, 1, 1),
+    ] {
         let (a_shape, b_shape, o_shape) = ([batch, m, k], [batch, k, n], [batch, m, n]);
         let a: Vec<f32> = (0..batch * m * k).map(|_| rng.unit() - 0.5).collect();
         let b: Vec<f32> = (0..batch * k * n).map(|_| rng.unit() - 0.5).collect();
         let bias: Vec<f32> = (0..n).map(|_| rng.unit() - 0.5).collect();
         // relu(a@b + bias) * 2: register 0 is the product, 1 the broadcast bias
         let steps = vec![
-            ExprStep { op: Some(Op::Add), dtype: DType::F32, operands: vec![0, 1], value: 0.0 },
-            ExprStep { op: None, dtype: DType::F32, operands: vec![], value: 0.0 },
-            ExprStep { op: Some(Op::Maximum), dtype: DType::F32, operands: vec![2, 3], value: 0.0 },
-            ExprStep { op: None, dtype: DType::F32, operands: vec![], value: 2.0 },
-            ExprStep { op: Some(Op::Mul), dtype: DType::F32, operands: vec![4, 5], value: 0.0 },
+            ExprStep {
+                op: Some(Op::Add),
+                dtype: DType::F32,
+                operands: vec![0, 1],
+                value: 0.0,
+            },
+            ExprStep {
+                op: None,
+                dtype: DType::F32,
+                operands: vec![],
+                value: 0.0,
+            },
+            ExprStep {
+                op: Some(Op::Maximum),
+                dtype: DType::F32,
+                operands: vec![2, 3],
+                value: 0.0,
+            },
+            ExprStep {
+                op: None,
+                dtype: DType::F32,
+                operands: vec![],
+                value: 2.0,
+            },
+            ExprStep {
+                op: Some(Op::Mul),
+                dtype: DType::F32,
+                operands: vec![4, 5],
+                value: 0.0,
+            },
         ];
         let build = |fused: bool| {
             let mut p = Builder::default();
@@ -402,7 +433,14 @@ fn matmul_epilogues_match_matmul_then_map() {
             let vbias = p.load(2, DType::F32, &[1, 1, n]);
             let vbias = p.op(Op::Expand, DType::F32, &o_shape, &[vbias], &[]);
             let root = if fused {
-                p.fused(Op::Matmul, DType::F32, &o_shape, &[va, vb, vbias], &[], &steps)
+                p.fused(
+                    Op::Matmul,
+                    DType::F32,
+                    &o_shape,
+                    &[va, vb, vbias],
+                    &[],
+                    &steps,
+                )
             } else {
                 let prod = p.op(Op::Matmul, DType::F32, &o_shape, &[va, vb], &[]);
                 unfused(&mut p, &o_shape, &[prod, vbias], &steps)

@@ -131,5 +131,8 @@ pub fn simd_level() -> &'static str {
 /// Every SIMD level this CPU can run, lowest first.
 #[napi]
 pub fn supported_simd_levels() -> Vec<&'static str> {
-    eclat_kernels::simd::supported().iter().map(|l| l.name()).collect()
+    eclat_kernels::simd::supported()
+        .iter()
+        .map(|l| l.name())
+        .collect()
 }

@@ -17,8 +17,8 @@
 
 use super::matmul::{matmul_blocks, GemmElem};
 use super::reduce::{Fold, BLOCK};
-use super::Src;
 use super::SharedOut;
+use super::Src;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
 use crate::layout::{collapse, contiguous_strides, for_each_run, numel, Layout};
@@ -44,7 +44,11 @@ pub fn check(expr: &Expr, srcs: &[DType]) -> Result<Vec<DType>> {
     let mut dts = srcs.to_vec();
     for (j, step) in expr.steps.iter().enumerate() {
         if let Some(&bad) = step.operands.iter().find(|&&o| o >= dts.len()) {
-            return Err(KernelError::format(format!("{}: step {j} reads register {bad} of {}", expr.label(), dts.len())));
+            return Err(KernelError::format(format!(
+                "{}: step {j} reads register {bad} of {}",
+                expr.label(),
+                dts.len()
+            )));
         }
         let ops: Vec<DType> = step.operands.iter().map(|&o| dts[o]).collect();
         let bad = |why: &str| {
@@ -824,14 +828,30 @@ fn columns_block<T: Elem, F: Fold<T>>(
 /// are `others`, each of the output's shape. The product is computed block by
 /// block of rows and each block is consumed while it is in cache, so it never
 /// reaches memory.
-pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(out: &mut [U], a: Src<T>, b: Src<T>, expr: &Expr, dts: &[DType], others: &[RawSrc]) {
+pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
+    out: &mut [U],
+    a: Src<T>,
+    b: Src<T>,
+    expr: &Expr,
+    dts: &[DType],
+    others: &[RawSrc],
+) {
     let total = out.len();
     let shared = SharedOut::new(out);
     matmul_blocks(a, b, |position, tile: &[T]| {
         // SAFETY: a slice of plain numbers viewed as its bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(tile.as_ptr() as *const u8, std::mem::size_of_val(tile)) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(tile.as_ptr() as *const u8, std::mem::size_of_val(tile))
+        };
         // The tile stands for positions `position..position + tile.len()` of the output.
-        let product = Walk { bytes, size: T::DTYPE.size(), dtype: T::DTYPE, shape: vec![total], strides: [vec![1]], offset: -(position as isize) };
+        let product = Walk {
+            bytes,
+            size: T::DTYPE.size(),
+            dtype: T::DTYPE,
+            shape: vec![total],
+            strides: [vec![1]],
+            offset: -(position as isize),
+        };
         let mut walks = vec![product];
         walks.extend(others.iter().map(|s| Walk::new(s, &s.layout)));
         let eval = Eval::new(expr, dts, walks);

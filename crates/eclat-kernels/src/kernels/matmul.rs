@@ -40,40 +40,84 @@ struct Plan {
 impl Plan {
     fn new<T>(a: &Src<T>, b: &Src<T>) -> Plan {
         let nd = a.layout.shape.len();
-        let (m, k, n) = (a.layout.shape[nd - 2], a.layout.shape[nd - 1], b.layout.shape[nd - 1]);
+        let (m, k, n) = (
+            a.layout.shape[nd - 2],
+            a.layout.shape[nd - 1],
+            b.layout.shape[nd - 1],
+        );
         let batch_shape = &a.layout.shape[..nd - 2];
         let batches = numel(batch_shape);
         let a_strides = (a.layout.strides[nd - 2], a.layout.strides[nd - 1]);
         let b_strides = (b.layout.strides[nd - 2], b.layout.strides[nd - 1]);
         let mut offsets = Vec::with_capacity(batches);
-        let strides = [a.layout.strides[..nd - 2].to_vec(), b.layout.strides[..nd - 2].to_vec()];
+        let strides = [
+            a.layout.strides[..nd - 2].to_vec(),
+            b.layout.strides[..nd - 2].to_vec(),
+        ];
         if batch_shape.is_empty() {
             offsets.push((a.layout.offset, b.layout.offset));
         } else {
-            for_each_run(batch_shape, &strides, [a.layout.offset, b.layout.offset], 0, batches, |[oa, ob], _, len| {
-                let (sa, sb) = (*strides[0].last().unwrap(), *strides[1].last().unwrap());
-                for i in 0..len as isize {
-                    offsets.push((oa + i * sa, ob + i * sb));
-                }
-            });
+            for_each_run(
+                batch_shape,
+                &strides,
+                [a.layout.offset, b.layout.offset],
+                0,
+                batches,
+                |[oa, ob], _, len| {
+                    let (sa, sb) = (*strides[0].last().unwrap(), *strides[1].last().unwrap());
+                    for i in 0..len as isize {
+                        offsets.push((oa + i * sa, ob + i * sb));
+                    }
+                },
+            );
         }
         if m * n * k > 0 {
             // Bounds: the last element a product reads (all strides are
             // non-negative) lies inside its operand's slice.
-            let within = |off: isize, rows: usize, rs: isize, cols: usize, cs: isize, len: usize| {
-                off >= 0 && rs >= 0 && cs >= 0 && ((off + (rows as isize - 1) * rs + (cols as isize - 1) * cs) as usize) < len
-            };
+            let within =
+                |off: isize, rows: usize, rs: isize, cols: usize, cs: isize, len: usize| {
+                    off >= 0
+                        && rs >= 0
+                        && cs >= 0
+                        && ((off + (rows as isize - 1) * rs + (cols as isize - 1) * cs) as usize)
+                            < len
+                };
             for &(oa, ob) in &offsets {
-                assert!(within(oa, m, a_strides.0, k, a_strides.1, a.data.len()), "matmul: left operand view exceeds its storage");
-                assert!(within(ob, k, b_strides.0, n, b_strides.1, b.data.len()), "matmul: right operand view exceeds its storage");
+                assert!(
+                    within(oa, m, a_strides.0, k, a_strides.1, a.data.len()),
+                    "matmul: left operand view exceeds its storage"
+                );
+                assert!(
+                    within(ob, k, b_strides.0, n, b_strides.1, b.data.len()),
+                    "matmul: right operand view exceeds its storage"
+                );
             }
         }
-        Plan { m, k, n, offsets, a_strides, b_strides }
+        Plan {
+            m,
+            k,
+            n,
+            offsets,
+            a_strides,
+            b_strides,
+        }
     }
 
     /// Rows `row0..row0 + rows` of batch `batch`'s product into `dst` (rows × n, contiguous).
-    fn rows<T: GemmElem>(&self, a: &Src<T>, b: &Src<T>, dst: &mut [T], batch: usize, row0: usize, rows: usize, parallelism: Parallelism) {
-        assert!(row0 + rows <= self.m && dst.len() == rows * self.n, "matmul: block out of range");
+    fn rows<T: GemmElem>(
+        &self,
+        a: &Src<T>,
+        b: &Src<T>,
+        dst: &mut [T],
+        batch: usize,
+        row0: usize,
+        rows: usize,
+        parallelism: Parallelism,
+    ) {
+        assert!(
+            row0 + rows <= self.m && dst.len() == rows * self.n,
+            "matmul: block out of range"
+        );
         if rows * self.n == 0 {
             return;
         }
@@ -129,7 +173,11 @@ pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
             .enumerate()
             .for_each(|(i, dst)| plan.rows(&a, &b, dst, i, 0, m, Parallelism::None));
     } else {
-        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
         for (i, dst) in out.chunks_mut(m * n).enumerate() {
             plan.rows(&a, &b, dst, i, 0, m, parallelism);
         }
@@ -164,12 +212,18 @@ pub fn matmul_blocks<T: GemmElem>(a: Src<T>, b: Src<T>, epilogue: impl Fn(usize,
     };
     let flops = m * n * plan.k * plan.offsets.len();
     if blocks == 1 {
-        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
         run(0, parallelism);
     } else if flops < PARALLEL_FLOPS {
         (0..blocks).for_each(|blk| run(blk, Parallelism::None));
     } else {
-        (0..blocks).into_par_iter().for_each(|blk| run(blk, Parallelism::None));
+        (0..blocks)
+            .into_par_iter()
+            .for_each(|blk| run(blk, Parallelism::None));
     }
 }
 
