@@ -16,7 +16,7 @@
 //! so `x.mul(x).sum(1)` reads `x` once and never writes `x*x`.
 
 use super::matmul::{matmul_blocks, GemmElem};
-use super::reduce::{Fold, BLOCK};
+use super::reduce::{step_columns, Fold, BLOCK};
 use super::SharedOut;
 use super::Src;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
@@ -663,14 +663,6 @@ fn fold_range<T: Elem, F: Fold<T>>(
         pos = stop;
     }
     acc
-}
-
-/// Folds one row of values into a row of accumulators.
-#[inline(always)]
-fn step_columns<T: Elem, F: Fold<T>>(part: &mut [F::Acc], row: &[T], fold: &F) {
-    for (p, &x) in part.iter_mut().zip(row) {
-        *p = fold.step(*p, x);
-    }
 }
 
 /// One output's value: its `r` positions from `base`, block by block.

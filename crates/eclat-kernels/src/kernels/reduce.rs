@@ -126,6 +126,27 @@ macro_rules! extreme_fold {
 extreme_fold!(Max, max_nan);
 extreme_fold!(Min, min_nan);
 
+/// Folds one row of values into a row of accumulators (one per column).
+#[inline(always)]
+pub(crate) fn step_columns<T: Copy, F: Fold<T>>(part: &mut [F::Acc], row: &[T], fold: &F) {
+    for (p, &x) in part.iter_mut().zip(row) {
+        *p = fold.step(*p, x);
+    }
+}
+
+/// [`step_columns`] for four consecutive rows, folded in row order.
+#[inline(always)]
+fn step_columns4<T: Copy, F: Fold<T>>(part: &mut [F::Acc], rows: [&[T]; 4], fold: &F) {
+    let n = part.len();
+    let [a, b, c, d] = rows.map(|r| &r[..n]);
+    for j in 0..n {
+        part[j] = fold.step(
+            fold.step(fold.step(fold.step(part[j], a[j]), b[j]), c[j]),
+            d[j],
+        );
+    }
+}
+
 /// Reduces `src` over `axes`, writing one value per output position.
 pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
     out: &mut [T],
@@ -160,9 +181,10 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
         });
         acc
     };
-    // Short rows (pooling windows, small axes): walk precomputed offsets. One
-    // block, folded in order, so the result is the same as the general path.
-    let small: Option<Vec<isize>> = (m <= 4096 && m <= BLOCK).then(|| {
+    // Short strided rows (pooling windows, small axes): walk precomputed
+    // offsets, one block folded in order. Contiguous rows fold as slices.
+    let contiguous_rows = ishape.len() == 1 && inner_step == 1;
+    let small: Option<Vec<isize>> = (m <= 4096 && m <= BLOCK && !contiguous_rows).then(|| {
         let mut offsets = Vec::with_capacity(m);
         for_each_run(&ishape, &istrides, [0], 0, m, |[o], _, len| {
             for i in 0..len as isize {
@@ -231,9 +253,7 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
             for_each_run(&ishape, &istrides, [b], start, end, |[o], _, run| {
                 for i in 0..run as isize {
                     let row = &src.data[(o + i * inner_step) as usize..][..len];
-                    for (p, &x) in part.iter_mut().zip(row) {
-                        *p = fold.step(*p, x);
-                    }
+                    crate::dispatch!(step_columns(&mut part, row, fold));
                 }
             });
             for (a, &p) in acc.iter_mut().zip(&part) {
@@ -245,6 +265,52 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
             *o = fold.finish(a);
         }
     };
+    if columns
+        && oshape.len() == 1
+        && ishape.len() == 1
+        && n_out >= 16
+        && n_out * m >= PARALLEL_THRESHOLD
+    {
+        // One reduced axis over rows of contiguous outputs (a sum over axis 0):
+        // fixed blocks of rows stream through memory in parallel into partial
+        // rows of accumulators, merged in block order (so the result does not
+        // depend on the thread count).
+        const ROWS: usize = 64;
+        let width = n_out.min(8192);
+        let (col_blocks, row_blocks) = (n_out.div_ceil(width), m.div_ceil(ROWS));
+        let partials: Vec<Vec<F::Acc>> = (0..col_blocks * row_blocks)
+            .into_par_iter()
+            .map(|t| {
+                let (cb, rb) = (t / row_blocks, t % row_blocks);
+                let (j0, len) = (cb * width, width.min(n_out - cb * width));
+                let mut part = vec![fold.init(); len];
+                let row = |i: usize| {
+                    let at = (src.layout.offset + i as isize * inner_step) as usize + j0;
+                    &src.data[at..at + len]
+                };
+                let (first, end) = (rb * ROWS, ((rb + 1) * ROWS).min(m));
+                let mut i = first;
+                // Four rows per pass over the accumulators (same order of steps).
+                while i + 4 <= end {
+                    let rows = [row(i), row(i + 1), row(i + 2), row(i + 3)];
+                    crate::dispatch!(step_columns4(&mut part, rows, fold));
+                    i += 4;
+                }
+                for i in i..end {
+                    crate::dispatch!(step_columns(&mut part, row(i), fold));
+                }
+                part
+            })
+            .collect();
+        for cb in 0..col_blocks {
+            let j0 = cb * width;
+            let blocks = &partials[cb * row_blocks..(cb + 1) * row_blocks];
+            for (j, o) in out[j0..j0 + blocks[0].len()].iter_mut().enumerate() {
+                *o = fold.finish(blocks.iter().fold(fold.init(), |a, p| fold.merge(a, p[j])));
+            }
+        }
+        return;
+    }
     // Parallel over outputs, with chunks sized by the work (outputs times row length).
     let rows_per_chunk = (PARALLEL_THRESHOLD / m.max(1)).max(1);
     let fold_outputs = |rows: &mut [T], start: usize| {
