@@ -64,6 +64,64 @@ pub fn gather<T: Copy + Send + Sync>(
     })
 }
 
+/// What scattering one row needs: the index and source data, the strides
+/// along the scatter axis (index, source, output), and the axis's size.
+struct ScatterRows<'a, T> {
+    op: &'a str,
+    index: &'a [i32],
+    src: &'a [T],
+    steps: [isize; 3],
+    axis: usize,
+    size: usize,
+}
+
+impl<T: Copy> ScatterRows<'_, T> {
+    /// Scatters positions `from..to` of the row starting at `[bi, bs, bo]`
+    /// through `write(output position, value)`, checking every index.
+    /// Generic over `write` so the per-element step inlines.
+    #[inline]
+    fn row(
+        &self,
+        [bi, bs, bo]: [isize; 3],
+        from: usize,
+        to: usize,
+        write: &mut impl FnMut(usize, T),
+    ) -> Result<()> {
+        let [si, ss, so] = self.steps;
+        if si == 1 && ss == 1 {
+            let (idx, src) = (
+                &self.index[(bi + from as isize) as usize..][..to - from],
+                &self.src[(bs + from as isize) as usize..][..to - from],
+            );
+            for (&v, &x) in idx.iter().zip(src) {
+                if v < 0 || v as usize >= self.size {
+                    return Err(index_error(self.op, v, self.axis, self.size));
+                }
+                write((bo + v as isize * so) as usize, x);
+            }
+            return Ok(());
+        }
+        for j in from as isize..to as isize {
+            let v = check_index(
+                self.op,
+                self.index[(bi + j * si) as usize],
+                self.axis,
+                self.size,
+            )?;
+            write((bo + v * so) as usize, self.src[(bs + j * ss) as usize]);
+        }
+        Ok(())
+    }
+}
+
+#[cold]
+fn index_error(op: &str, v: i32, axis: usize, size: usize) -> KernelError {
+    KernelError::new(
+        ErrorKind::Index,
+        format!("{op}: index {v} is out of range for axis {axis} of size {size}"),
+    )
+}
+
 /// Scatters `src` into `out` (already holding the target, contiguous of
 /// `out_shape`): `out[p with p[axis] = index[p]] = combine(old, src[p])` for every
 /// position `p` of the index. `identity` is the value combining with anything
@@ -133,22 +191,18 @@ pub fn scatter<T: Copy + Send + Sync>(
         );
         bases
     };
-    // Scatters positions `from..to` of one row into `write(out_position, value)`.
-    let scatter_row = |[bi, bs, bo]: [isize; 3],
-                       from: usize,
-                       to: usize,
-                       write: &mut dyn FnMut(usize, T)|
-     -> Result<()> {
-        for j in from as isize..to as isize {
-            let v = check_index(op, index.data[(bi + j * si) as usize], axis, size)?;
-            write((bo + v * so) as usize, src.data[(bs + j * ss) as usize]);
-        }
-        Ok(())
+    let rows_ctx = ScatterRows {
+        op,
+        index: index.data,
+        src: src.data,
+        steps: [si, ss, so],
+        axis,
+        size,
     };
     let threads = num_threads();
     if n < PARALLEL_THRESHOLD || threads == 1 {
         for b in row_bases(0, rows) {
-            scatter_row(b, 0, len, &mut |p, x| out[p] = combine(out[p], x))?;
+            rows_ctx.row(b, 0, len, &mut |p, x| out[p] = combine(out[p], x))?;
         }
         return Ok(());
     }
@@ -162,7 +216,7 @@ pub fn scatter<T: Copy + Send + Sync>(
                 for b in row_bases(first, per.min(rows - first)) {
                     // SAFETY (of `update`): rows differ off the scatter axis, so
                     // no two tasks touch the same output position.
-                    scatter_row(b, 0, len, &mut |p, x| {
+                    rows_ctx.row(b, 0, len, &mut |p, x| {
                         shared.update(p, |old| combine(old, x))
                     })?;
                 }
@@ -174,7 +228,7 @@ pub fn scatter<T: Copy + Send + Sync>(
     if out.len() * threads > 4 * n {
         // Partial outputs would cost more than they save.
         for b in row_bases(0, rows) {
-            scatter_row(b, 0, len, &mut |p, x| out[p] = combine(out[p], x))?;
+            rows_ctx.row(b, 0, len, &mut |p, x| out[p] = combine(out[p], x))?;
         }
         return Ok(());
     }
@@ -187,7 +241,7 @@ pub fn scatter<T: Copy + Send + Sync>(
             let mut partial = vec![identity; out.len()];
             let (from, to) = ((t * per).min(len), ((t + 1) * per).min(len));
             for &b in &bases {
-                scatter_row(b, from, to, &mut |p, x| partial[p] = combine(partial[p], x))?;
+                rows_ctx.row(b, from, to, &mut |p, x| partial[p] = combine(partial[p], x))?;
             }
             Ok(partial)
         })
