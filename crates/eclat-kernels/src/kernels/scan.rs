@@ -84,8 +84,14 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(
             let totals: Vec<F::Acc> = (0..blocks)
                 .into_par_iter()
                 .map(|b| {
+                    let (start, end) = (b * BLOCK, ((b + 1) * BLOCK).min(len));
+                    if !reverse && s_in == 1 {
+                        // A block's total needs no order: fold it with independent lanes.
+                        let block = &src.data[(bi as usize + start)..(bi as usize + end)];
+                        return fold.fold_slice(fold.init(), block);
+                    }
                     let mut acc = fold.init();
-                    for i in b * BLOCK..((b + 1) * BLOCK).min(len) {
+                    for i in start..end {
                         acc = fold.step(acc, src.data[(bi + at(i) * s_in) as usize]);
                     }
                     acc
@@ -103,18 +109,46 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(
         }
         return;
     }
-    let lines_per_task = (PARALLEL_THRESHOLD / len.max(1)).max(1);
-    if n_lines <= lines_per_task {
-        for (bi, bo) in line_bases(0, n_lines) {
+    // Each line is one chain of dependent steps; four contiguous forward lines
+    // scanned together keep four chains in flight (each line's steps stay in order).
+    let scan_lines = |bases: Vec<(isize, isize)>| {
+        let mut rest = &bases[..];
+        if !reverse && s_in == 1 && s_out == 1 {
+            while let [a, b, c, d, tail @ ..] = rest {
+                let input = |(bi, _): (isize, isize)| &src.data[bi as usize..bi as usize + len];
+                let (x0, x1, x2, x3) = (input(*a), input(*b), input(*c), input(*d));
+                let (o0, o1, o2, o3) = (
+                    shared.slice_mut(a.1 as usize, len),
+                    shared.slice_mut(b.1 as usize, len),
+                    shared.slice_mut(c.1 as usize, len),
+                    shared.slice_mut(d.1 as usize, len),
+                );
+                let mut acc = [fold.init(); 4];
+                for i in 0..len {
+                    acc[0] = fold.step(acc[0], x0[i]);
+                    acc[1] = fold.step(acc[1], x1[i]);
+                    acc[2] = fold.step(acc[2], x2[i]);
+                    acc[3] = fold.step(acc[3], x3[i]);
+                    o0[i] = fold.finish(acc[0]);
+                    o1[i] = fold.finish(acc[1]);
+                    o2[i] = fold.finish(acc[2]);
+                    o3[i] = fold.finish(acc[3]);
+                }
+                rest = tail;
+            }
+        }
+        for &(bi, bo) in rest {
             scan_range(bi, bo, 0, len, fold.init());
         }
+    };
+    let lines_per_task = (PARALLEL_THRESHOLD / len.max(1)).max(1);
+    if n_lines <= lines_per_task {
+        scan_lines(line_bases(0, n_lines));
     } else {
         let per = lines_per_task.max(n_lines.div_ceil(num_threads() * 4));
         (0..n_lines.div_ceil(per)).into_par_iter().for_each(|t| {
             let first = t * per;
-            for (bi, bo) in line_bases(first, per.min(n_lines - first)) {
-                scan_range(bi, bo, 0, len, fold.init());
-            }
+            scan_lines(line_bases(first, per.min(n_lines - first)));
         });
     }
 }
