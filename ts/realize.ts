@@ -70,9 +70,14 @@ export function evaluate(targets: readonly LazyNode[], backend: Backend = defaul
   return targets.map((t) => t.data ?? computed[pending.indexOf(t)]!)
 }
 
+/** The distinct targets that have no data yet: what a realize must compute. */
+export function pendingNodes(targets: readonly LazyNode[]): LazyNode[] {
+  return [...new Set(targets)].filter((t) => !t.data)
+}
+
 /** Computes and caches the data of every target that has none, in one backend call. */
 export function realizeNodes(targets: readonly LazyNode[], backend: Backend = defaultBackend()): void {
-  const pending = [...new Set(targets)].filter((t) => !t.data)
+  const pending = pendingNodes(targets)
   if (pending.length === 0) return
   const results = backend.run(scheduleOrder(pending), pending)
   pending.forEach((t, i) => (t.realized = results[i]!))
@@ -80,7 +85,7 @@ export function realizeNodes(targets: readonly LazyNode[], backend: Backend = de
 
 /** Like `realizeNodes`, with the kernels running off the JavaScript thread. */
 export async function realizeNodesAsync(targets: readonly LazyNode[], backend: Backend = defaultBackend()): Promise<void> {
-  const pending = [...new Set(targets)].filter((t) => !t.data)
+  const pending = pendingNodes(targets)
   if (pending.length === 0) return
   const results = await backend.runAsync(scheduleOrder(pending), pending)
   pending.forEach((t, i) => (t.realized = results[i]!))

@@ -1,5 +1,5 @@
 import { loadAddon } from './backend/native.js'
-import { defaultBackend, realizeNodes, realizeNodesAsync, scheduleOrder } from './realize.js'
+import { defaultBackend, pendingNodes, realizeNodes, realizeNodesAsync, scheduleOrder } from './realize.js'
 import { describeKernel, schedule, type Kernel } from './schedule.js'
 import type { Tensor } from './tensor.js'
 
@@ -95,7 +95,7 @@ export interface KernelInfo {
  * explainRealize([x.sin().mul(x.exp2()).add(x.sqrt())]).length // 1: one fused kernel
  */
 export function explainRealize(tensors: readonly Tensor[]): KernelInfo[] {
-  const pending = [...new Set(tensors.map((t) => t.node))].filter((n) => !n.data)
+  const pending = pendingNodes(tensors.map((t) => t.node))
   if (pending.length === 0) return []
   return schedule(scheduleOrder(pending), pending).map((k) => ({
     kind: k.kind,

@@ -89,13 +89,11 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
   }
   const members = new Map<LazyNode, LazyNode[]>()
   for (const node of order) {
+    if (!ELEMENTWISE.has(node.op)) continue
     const root = kernelOf.get(node)!
-    if (!ELEMENTWISE.has(node.op) && node !== root) continue
-    if (ELEMENTWISE.has(node.op)) {
-      const list = members.get(root)
-      if (list) list.push(node)
-      else members.set(root, [node])
-    }
+    const list = members.get(root)
+    if (list) list.push(node)
+    else members.set(root, [node])
   }
   const kernels: Kernel[] = []
   for (const node of order) {

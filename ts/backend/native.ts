@@ -146,12 +146,22 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
     // Register r reads the r-th distinct value; with a matmul prologue,
     // register 0 is the product and the instruction's first two sources are
     // its operands.
-    const others = (k.matmul ? k.srcs.filter((s) => s !== k.matmul) : k.srcs).map(idOf)
-    const distinct = [...new Set(others)]
     const first = k.matmul ? 1 : 0
     const register = new Map<LazyNode, number>()
     if (k.matmul) register.set(k.matmul, 0)
-    for (const s of k.srcs) if (s !== k.matmul) register.set(s, first + distinct.indexOf(ids.get(s)!))
+    const distinct: number[] = []
+    const registerOfId = new Map<number, number>()
+    for (const s of k.srcs) {
+      if (s === k.matmul) continue
+      const id = idOf(s)
+      let r = registerOfId.get(id)
+      if (r === undefined) {
+        r = first + distinct.length
+        registerOfId.set(id, r)
+        distinct.push(id)
+      }
+      register.set(s, r)
+    }
     const srcIds = k.matmul ? [...k.matmul.srcs.map(idOf), ...distinct] : distinct
     const nRegisters = first + distinct.length
     const steps: number[] = [k.members.length]

@@ -199,31 +199,6 @@ struct Executor<'p> {
     last_use: Vec<usize>,
 }
 
-/// Ops computed by the fused elementwise kernel.
-fn is_elementwise(op: Op) -> bool {
-    matches!(
-        op,
-        Op::Neg
-            | Op::Recip
-            | Op::Sqrt
-            | Op::Exp2
-            | Op::Log2
-            | Op::Sin
-            | Op::Cast
-            | Op::BitwiseNot
-            | Op::Add
-            | Op::Mul
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Lt
-            | Op::Eq
-            | Op::BitwiseAnd
-            | Op::BitwiseOr
-            | Op::BitwiseXor
-            | Op::Where
-    )
-}
-
 fn shape_err(instr: &Instr, what: String) -> KernelError {
     KernelError::new(
         ErrorKind::Shape,
@@ -502,13 +477,10 @@ impl<'p> Executor<'p> {
         })
     }
 
-    /// Checks a matmul's operand shapes and returns them.
-    fn matmul_shapes(&self, instr: &Instr, label: &impl Fn() -> String) -> Result<()> {
+    /// Checks a matmul's operand shapes against its result's.
+    fn matmul_shapes(&self, instr: &Instr) -> Result<()> {
         if instr.srcs.len() < 2 {
-            return Err(KernelError::format(format!(
-                "{}: a matmul needs two operands",
-                label()
-            )));
+            return Err(KernelError::format("matmul: needs two operands"));
         }
         let (a, b) = (
             &self.value(instr.srcs[0]).layout.shape,
@@ -525,10 +497,7 @@ impl<'p> Executor<'p> {
             && b[nd - 1] == shape[nd - 1]
             && a[nd - 1] == b[nd - 2];
         if !ok {
-            return Err(shape_err(
-                instr,
-                format!("{}: cannot multiply {a:?} by {b:?}", label()),
-            ));
+            return Err(shape_err(instr, format!("cannot multiply {a:?} by {b:?}")));
         }
         Ok(())
     }
@@ -538,7 +507,7 @@ impl<'p> Executor<'p> {
     fn matmul_epilogue(&mut self, i: usize, expr: &Expr) -> Result<Value> {
         let instr = &self.program.instrs[i];
         let label = || format!("matmul+{}", expr.label());
-        self.matmul_shapes(instr, &label)?;
+        self.matmul_shapes(instr)?;
         let mt = self.value(instr.srcs[0]).dtype;
         if self.value(instr.srcs[1]).dtype != mt {
             return Err(KernelError::new(
@@ -735,10 +704,9 @@ impl<'p> Executor<'p> {
         let s = &instr.srcs;
         let nsrc = match instr.op {
             Op::Load => 0,
-            Op::Where | Op::ScatterAdd | Op::ScatterMax => 3,
-            Op::Add | Op::Mul | Op::Maximum | Op::Minimum | Op::Lt | Op::Eq => 2,
-            Op::BitwiseAnd | Op::BitwiseOr | Op::BitwiseXor | Op::Gather | Op::Matmul => 2,
-            _ => 1,
+            Op::ScatterAdd | Op::ScatterMax => 3,
+            Op::Gather | Op::Matmul => 2,
+            op => op.elementwise_arity().unwrap_or(1),
         };
         if s.len() != nsrc {
             return Err(KernelError::format(format!(
@@ -746,61 +714,18 @@ impl<'p> Executor<'p> {
                 s.len()
             )));
         }
-        for &v in s {
-            let src_shape = &self.value(v).layout.shape;
-            let elementwise = !matches!(
-                instr.op,
-                Op::Sum
-                    | Op::Max
-                    | Op::Min
-                    | Op::Prod
-                    | Op::Reshape
-                    | Op::Permute
-                    | Op::Expand
-                    | Op::Slice
-                    | Op::Pad
-                    | Op::Gather
-                    | Op::ScatterAdd
-                    | Op::ScatterMax
-                    | Op::Matmul
-            );
-            if elementwise && src_shape != shape {
-                return Err(shape_err(instr, format!("operand of shape {src_shape:?}")));
-            }
-        }
-        if is_elementwise(instr.op) {
-            // One implementation per op: a primitive is a fused kernel of one step.
-            let expr = Expr {
-                steps: vec![Step {
-                    op: StepOp::Op(instr.op),
-                    dtype: dt,
-                    operands: (0..nsrc).collect(),
-                }],
+        if instr.op.elementwise_arity().is_some() {
+            // One implementation per op: a primitive is a fused kernel of one
+            // step (which checks the operands' shapes and dtypes).
+            let step = Step {
+                op: StepOp::Op(instr.op),
+                dtype: dt,
+                operands: (0..nsrc).collect(),
             };
-            return self.fused_with(i, &expr);
+            return self.fused_with(i, &Expr { steps: vec![step] });
         }
         Ok(match instr.op {
             Op::Load => self.load(instr)?,
-            Op::Neg
-            | Op::Recip
-            | Op::Sqrt
-            | Op::Exp2
-            | Op::Log2
-            | Op::Sin
-            | Op::Cast
-            | Op::BitwiseNot
-            | Op::Add
-            | Op::Mul
-            | Op::Maximum
-            | Op::Minimum
-            | Op::Lt
-            | Op::Eq
-            | Op::BitwiseAnd
-            | Op::BitwiseOr
-            | Op::BitwiseXor
-            | Op::Where => {
-                unreachable!("elementwise ops returned above")
-            }
             Op::Sum | Op::Prod | Op::Max | Op::Min => self.reduce(i)?,
             Op::Cumsum | Op::Cumprod | Op::Cummax => self.scan(i)?,
             Op::Reshape => {
@@ -922,22 +847,7 @@ impl<'p> Executor<'p> {
                 })
             }
             Op::Matmul => {
-                let (a, b) = (
-                    &self.value(s[0]).layout.shape,
-                    &self.value(s[1]).layout.shape,
-                );
-                let nd = shape.len();
-                let ok = nd >= 2
-                    && a.len() == nd
-                    && b.len() == nd
-                    && a[..nd - 2] == shape[..nd - 2]
-                    && b[..nd - 2] == shape[..nd - 2]
-                    && a[nd - 2] == shape[nd - 2]
-                    && b[nd - 1] == shape[nd - 1]
-                    && a[nd - 1] == b[nd - 2];
-                if !ok {
-                    return Err(shape_err(instr, format!("cannot multiply {a:?} by {b:?}")));
-                }
+                self.matmul_shapes(instr)?;
                 with_float_dtype!(dt, name, T => {
                     let (v, out) = self.alloc::<T>(i)?;
                     matmul(out, self.src::<T>(instr, s[0])?, self.src::<T>(instr, s[1])?);
@@ -990,6 +900,7 @@ impl<'p> Executor<'p> {
                     })
                 }
             }
+            op => unreachable!("{} is elementwise: run as a fused kernel above", op.name()),
         })
     }
 

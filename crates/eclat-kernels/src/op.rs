@@ -75,3 +75,31 @@ primitives! {
     // contraction
     Matmul = 34 => "matmul",
 }
+
+impl Op {
+    /// The operand count of an elementwise primitive, `None` for every other op:
+    /// the one list of what the fused kernel computes.
+    pub fn elementwise_arity(self) -> Option<usize> {
+        match self {
+            Op::Neg
+            | Op::Recip
+            | Op::Sqrt
+            | Op::Exp2
+            | Op::Log2
+            | Op::Sin
+            | Op::Cast
+            | Op::BitwiseNot => Some(1),
+            Op::Add
+            | Op::Mul
+            | Op::Maximum
+            | Op::Minimum
+            | Op::Lt
+            | Op::Eq
+            | Op::BitwiseAnd
+            | Op::BitwiseOr
+            | Op::BitwiseXor => Some(2),
+            Op::Where => Some(3),
+            _ => None,
+        }
+    }
+}

@@ -68,12 +68,12 @@ pub fn detected() -> Level {
 
 /// The levels this CPU can run, lowest first.
 pub fn supported() -> Vec<Level> {
-    let top = detected();
-    [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512]
-        .into_iter()
-        .filter(|&l| l <= top && (l != Level::Neon || top == Level::Neon))
-        .filter(|&l| !(cfg!(target_arch = "aarch64") && l > Level::Neon))
-        .collect()
+    match detected() {
+        Level::Avx512 => vec![Level::Scalar, Level::Avx2, Level::Avx512],
+        Level::Avx2 => vec![Level::Scalar, Level::Avx2],
+        Level::Neon => vec![Level::Scalar, Level::Neon],
+        Level::Scalar => vec![Level::Scalar],
+    }
 }
 
 static LEVEL: OnceLock<Level> = OnceLock::new();

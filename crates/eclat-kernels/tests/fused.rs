@@ -146,6 +146,25 @@ fn random_view(b: &mut Builder, rng: &mut Rng, k: usize, shape: &[usize]) -> (us
     }
 }
 
+/// Two programs loading the same `n_in` random views of `shape` (one for the
+/// fused kernel, one for the op-at-a-time version), their source values, and
+/// the input buffers.
+type Program = (Builder, Vec<usize>);
+fn twin_programs(rng: &mut Rng, n_in: usize, shape: &[usize]) -> (Program, Program, Vec<Vec<f32>>) {
+    let (mut fused, mut plain) = ((Builder::default(), vec![]), (Builder::default(), vec![]));
+    let mut inputs = vec![];
+    for k in 0..n_in {
+        let state = rng.0;
+        let (v, data) = random_view(&mut fused.0, rng, k, shape);
+        rng.0 = state;
+        let (w, _) = random_view(&mut plain.0, rng, k, shape);
+        fused.1.push(v);
+        plain.1.push(w);
+        inputs.push(data);
+    }
+    (fused, plain, inputs)
+}
+
 /// Emits the steps one primitive at a time; returns the root's value.
 fn unfused(b: &mut Builder, shape: &[usize], srcs: &[usize], steps: &[ExprStep]) -> usize {
     let mut regs: Vec<usize> = srcs.to_vec();
@@ -195,19 +214,7 @@ fn fused_maps_match_one_op_at_a_time() {
         let len = 1 + rng.below(12);
         let steps = random_expr(&mut rng, n_in, len);
         let root_op = steps.last().unwrap().op.unwrap();
-        let mut fused = Builder::default();
-        let mut plain = Builder::default();
-        let mut inputs = vec![];
-        let (mut fsrcs, mut psrcs) = (vec![], vec![]);
-        for k in 0..n_in {
-            let state = rng.0;
-            let (v, data) = random_view(&mut fused, &mut rng, k, shape);
-            rng.0 = state;
-            let (w, _) = random_view(&mut plain, &mut rng, k, shape);
-            fsrcs.push(v);
-            psrcs.push(w);
-            inputs.push(data);
-        }
+        let ((mut fused, fsrcs), (mut plain, psrcs), inputs) = twin_programs(&mut rng, n_in, shape);
         let root = fused.fused(root_op, DType::F32, shape, &fsrcs, &[], &steps);
         let proot = unfused(&mut plain, shape, &psrcs, &steps);
         let n = shape.iter().product();
@@ -294,19 +301,7 @@ fn fused_reductions_match_map_then_reduce() {
             .collect();
         let mut axis_args = vec![axes.len() as f64];
         axis_args.extend(axes.iter().map(|&a| a as f64));
-        let mut fused = Builder::default();
-        let mut plain = Builder::default();
-        let mut inputs = vec![];
-        let (mut fsrcs, mut psrcs) = (vec![], vec![]);
-        for k in 0..n_in {
-            let state = rng.0;
-            let (v, data) = random_view(&mut fused, &mut rng, k, shape);
-            rng.0 = state;
-            let (w, _) = random_view(&mut plain, &mut rng, k, shape);
-            fsrcs.push(v);
-            psrcs.push(w);
-            inputs.push(data);
-        }
+        let ((mut fused, fsrcs), (mut plain, psrcs), inputs) = twin_programs(&mut rng, n_in, shape);
         let root = fused.fused(reduce, DType::F32, &out_shape, &fsrcs, &axis_args, &steps);
         let mapped = unfused(&mut plain, shape, &psrcs, &steps);
         let proot = plain.op(reduce, DType::F32, &out_shape, &[mapped], &axis_args);

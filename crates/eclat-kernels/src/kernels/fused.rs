@@ -70,26 +70,8 @@ pub fn check(expr: &Expr, srcs: &[DType]) -> Result<Vec<DType>> {
                 step.dtype
             }
             StepOp::Op(op) => {
-                let arity = match op {
-                    Op::Neg
-                    | Op::Recip
-                    | Op::Sqrt
-                    | Op::Exp2
-                    | Op::Log2
-                    | Op::Sin
-                    | Op::Cast
-                    | Op::BitwiseNot => 1,
-                    Op::Add
-                    | Op::Mul
-                    | Op::Maximum
-                    | Op::Minimum
-                    | Op::Lt
-                    | Op::Eq
-                    | Op::BitwiseAnd
-                    | Op::BitwiseOr
-                    | Op::BitwiseXor => 2,
-                    Op::Where => 3,
-                    _ => return Err(bad(&format!("{} is not elementwise", op.name()))),
+                let Some(arity) = op.elementwise_arity() else {
+                    return Err(bad(&format!("{} is not elementwise", op.name())));
                 };
                 if ops.len() != arity {
                     return Err(bad(&format!("{} takes {arity} operands", op.name())));
@@ -129,6 +111,7 @@ pub fn check(expr: &Expr, srcs: &[DType]) -> Result<Vec<DType>> {
 }
 
 /// A source as the walker sees it: collapsed against the iteration order.
+#[derive(Clone)]
 struct Walk<'a> {
     bytes: &'a [u8],
     size: usize,
@@ -409,6 +392,8 @@ struct Eval<'a> {
     n_slots: usize,
     /// Positions per piece: as many as keep every slot within [`SLOT_BUDGET`].
     piece: usize,
+    /// Shortest run among the sources: pieces that stay inside runs need no gathering.
+    row: usize,
 }
 
 impl<'a> Eval<'a> {
@@ -448,6 +433,11 @@ impl<'a> Eval<'a> {
             }
         }
         let piece = (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, 4096) / 64 * 64;
+        let row = walks
+            .iter()
+            .map(|w| w.run_len())
+            .min()
+            .unwrap_or(usize::MAX);
         Eval {
             expr,
             dts,
@@ -455,6 +445,7 @@ impl<'a> Eval<'a> {
             slot_of,
             n_slots,
             piece,
+            row,
         }
     }
 }
@@ -540,20 +531,11 @@ impl Eval<'_> {
         }
     }
 
-    /// Shortest run among the sources: pieces that stay inside runs need no gathering.
-    fn row(&self) -> usize {
-        self.walks
-            .iter()
-            .map(|w| w.run_len())
-            .min()
-            .unwrap_or(usize::MAX)
-    }
-
     /// End of the piece that starts at `start` and may extend to `end`.
-    fn piece_end(&self, row: usize, start: usize, end: usize) -> usize {
+    fn piece_end(&self, start: usize, end: usize) -> usize {
         let mut stop = (start + self.piece).min(end);
-        if row >= 64 {
-            stop = stop.min((start / row + 1) * row);
+        if self.row >= 64 {
+            stop = stop.min((start / self.row + 1) * self.row);
         }
         stop
     }
@@ -568,26 +550,19 @@ pub fn map<T: Elem>(out: &mut [T], shape: &[usize], expr: &Expr, dts: &[DType], 
         dts,
         srcs.iter().map(|s| Walk::new(s, &s.layout)).collect(),
     );
-    let row = eval.row();
     let total = numel(shape);
     debug_assert_eq!(out.len(), total);
     super::par_chunks(out, |chunk, first| {
         let mut scratch = Scratch::new(&eval, eval.piece.min(chunk.len()).max(1));
-        map_chunk(&eval, &mut scratch, row, chunk, first);
+        map_chunk(&eval, &mut scratch, chunk, first);
     });
 }
 
-fn map_chunk<T: Elem>(
-    eval: &Eval,
-    scratch: &mut Scratch,
-    row: usize,
-    chunk: &mut [T],
-    first: usize,
-) {
+fn map_chunk<T: Elem>(eval: &Eval, scratch: &mut Scratch, chunk: &mut [T], first: usize) {
     let end = first + chunk.len();
     let mut start = first;
     while start < end {
-        let stop = eval.piece_end(row, start, end);
+        let stop = eval.piece_end(start, end);
         let dst = chunk[start - first..stop - first].as_mut_ptr() as *mut u8;
         // SAFETY: `dst` holds `stop - start` elements of the root dtype `T`, outside the scratch.
         unsafe { eval.piece(scratch, start, stop - start, dst) };
@@ -650,11 +625,10 @@ fn fold_range<T: Elem, F: Fold<T>>(
     end: usize,
     fold: &F,
 ) -> F::Acc {
-    let row = eval.row();
     let mut acc = fold.init();
     let mut pos = start;
     while pos < end {
-        let stop = eval.piece_end(row, pos, end);
+        let stop = eval.piece_end(pos, end);
         let n = stop - pos;
         // SAFETY: `buf` holds at least n elements of the root dtype and is not the scratch.
         unsafe { eval.piece(scratch, pos, n, buf.as_mut_ptr() as *mut u8) };
@@ -830,6 +804,7 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
 ) {
     let total = out.len();
     let shared = SharedOut::new(out);
+    let operands: Vec<Walk> = others.iter().map(|s| Walk::new(s, &s.layout)).collect();
     matmul_blocks(a, b, |position, tile: &[T]| {
         // SAFETY: a slice of plain numbers viewed as its bytes.
         let bytes = unsafe {
@@ -845,10 +820,10 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
             offset: -(position as isize),
         };
         let mut walks = vec![product];
-        walks.extend(others.iter().map(|s| Walk::new(s, &s.layout)));
+        walks.extend(operands.iter().cloned());
         let eval = Eval::new(expr, dts, walks);
         let mut scratch = Scratch::new(&eval, eval.piece.min(tile.len()).max(1));
         let dst = shared.slice_mut(position, tile.len());
-        map_chunk(&eval, &mut scratch, eval.row(), dst, position);
+        map_chunk(&eval, &mut scratch, dst, position);
     });
 }
