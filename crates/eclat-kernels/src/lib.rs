@@ -14,6 +14,7 @@ pub mod op;
 pub mod pool;
 pub mod program;
 pub mod simd;
+pub mod vector;
 
 pub use dtype::DType;
 pub use error::{ErrorKind, KernelError};

@@ -17,6 +17,7 @@
 
 use super::matmul::{matmul_blocks, GemmElem};
 use super::reduce::{step_columns, Fold, BLOCK};
+use super::tile::{self, TileFloat, TileProgram, MAX_TILE};
 use super::SharedOut;
 use super::Src;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
@@ -26,6 +27,9 @@ use crate::math::{exp2_f32, log2_f32, sin_f32, sin_f32_exact, SIN_FAST_LIMIT};
 use crate::op::Op;
 use crate::pool::{chunk_len, num_threads, PARALLEL_THRESHOLD};
 use crate::program::{Expr, Step, StepOp};
+use crate::simd::{self, Level};
+#[cfg(target_arch = "x86_64")]
+use crate::vector::{Avx2F32, Avx2F64, Avx512F32, Avx512F64, Vector};
 use crate::{dispatch, with_any_dtype};
 use rayon::prelude::*;
 
@@ -364,13 +368,21 @@ struct Scratch {
     /// low 12 bits stall each other).
     stride: usize,
     args: Vec<Arg>,
+    /// The tile program for the last kind of piece (which registers were
+    /// splats), with its slots, splat values and remainder tiles.
+    tiles: Option<(Vec<bool>, TileProgram)>,
+    tile_words: Vec<u64>,
 }
 
 impl Scratch {
     fn new(eval: &Eval, cap: usize) -> Scratch {
-        let stride = cap + 24;
+        let stride = cap.next_multiple_of(8) + 24;
         Scratch {
-            regs: vec![0; eval.n_slots.max(1) * stride],
+            tiles: None,
+            tile_words: vec![],
+            // 8 spare words: slots start on a 64-byte boundary (a vector load
+            // that straddles cache lines costs two).
+            regs: vec![0; eval.n_slots.max(1) * stride + 8],
             cap,
             stride,
             args: Vec::with_capacity(eval.dts.len()),
@@ -394,6 +406,8 @@ struct Eval<'a> {
     piece: usize,
     /// Shortest run among the sources: pieces that stay inside runs need no gathering.
     row: usize,
+    /// Whether pieces run on the register-resident tile machine ([`tile`]).
+    tiles: bool,
 }
 
 impl<'a> Eval<'a> {
@@ -441,6 +455,10 @@ impl<'a> Eval<'a> {
         Eval {
             expr,
             dts,
+            // Tiles need vector registers as values: x86-64 with AVX2 or AVX-512.
+            tiles: cfg!(target_arch = "x86_64")
+                && matches!(simd::level(), Level::Avx512 | Level::Avx2)
+                && tile::supported(expr, dts, n_in),
             walks,
             slot_of,
             n_slots,
@@ -459,15 +477,54 @@ impl Eval<'_> {
     /// `dst` must be valid for `n` elements of the last register's dtype and not
     /// alias `scratch`.
     unsafe fn piece(&self, scratch: &mut Scratch, start: usize, n: usize, dst: *mut u8) {
-        dispatch!(self.piece_body(scratch, start, n, dst))
+        if self.tiles {
+            dispatch!(self.locate_inputs(scratch, start, n));
+            self.tile_piece(scratch, n, dst);
+        } else {
+            dispatch!(self.piece_body(scratch, start, n, dst))
+        }
     }
 
     /// The body of [`Eval::piece`], inlined into one copy per SIMD level.
     #[inline(always)]
     unsafe fn piece_body(&self, scratch: &mut Scratch, start: usize, n: usize, dst: *mut u8) {
-        let (cap, stride) = (scratch.cap, scratch.stride);
-        debug_assert!(n <= cap);
+        self.locate_inputs(scratch, start, n);
         let regs = scratch.regs.as_mut_ptr();
+        let regs = regs.add(regs.align_offset(64));
+        let stride = scratch.stride;
+        let args = &mut scratch.args;
+        let n_in = self.walks.len();
+        let last = self.expr.steps.len() - 1;
+        for (j, step) in self.expr.steps.iter().enumerate() {
+            let all_splat = step
+                .operands
+                .iter()
+                .all(|&o| matches!(args[o], Arg::Splat(_)));
+            if all_splat && j != last {
+                // Constants and steps of broadcast scalars: computed once.
+                let mut one = 0u64;
+                apply(step, self.dts, args, &mut one as *mut u64 as *mut u8, 1);
+                args.push(Arg::Splat(one));
+            } else {
+                let out = if j == last {
+                    dst
+                } else {
+                    regs.add(self.slot_of[n_in + j] * stride) as *mut u8
+                };
+                apply(step, self.dts, args, out, n);
+                args.push(Arg::Ptr(out));
+            }
+        }
+    }
+
+    /// Puts every input's operand for positions `start..start+n` in
+    /// `scratch.args`: in place, a splat, or gathered into its slot.
+    #[inline(always)]
+    unsafe fn locate_inputs(&self, scratch: &mut Scratch, start: usize, n: usize) {
+        debug_assert!(n <= scratch.cap);
+        let stride = scratch.stride;
+        let regs = scratch.regs.as_mut_ptr();
+        let regs = regs.add(regs.align_offset(64));
         let args = &mut scratch.args;
         args.clear();
         for (k, w) in self.walks.iter().enumerate() {
@@ -507,27 +564,130 @@ impl Eval<'_> {
             };
             args.push(arg);
         }
+    }
+
+    /// The steps of a piece whose inputs are in `scratch.args`, on the tile
+    /// machine: steps of splats once, the rest tile by tile.
+    unsafe fn tile_piece(&self, scratch: &mut Scratch, n: usize, dst: *mut u8) {
         let n_in = self.walks.len();
         let last = self.expr.steps.len() - 1;
+        let args = &mut scratch.args;
         for (j, step) in self.expr.steps.iter().enumerate() {
-            let all_splat = step
-                .operands
-                .iter()
-                .all(|&o| matches!(args[o], Arg::Splat(_)));
-            if all_splat && j != last {
-                // Constants and steps of broadcast scalars: computed once.
+            // A constant root is a splat too: its tile is that value.
+            let once = j != last || matches!(step.op, StepOp::Const(_));
+            if once
+                && step
+                    .operands
+                    .iter()
+                    .all(|&o| matches!(args[o], Arg::Splat(_)))
+            {
                 let mut one = 0u64;
                 apply(step, self.dts, args, &mut one as *mut u64 as *mut u8, 1);
                 args.push(Arg::Splat(one));
             } else {
-                let out = if j == last {
-                    dst
-                } else {
-                    regs.add(self.slot_of[n_in + j] * stride) as *mut u8
-                };
-                apply(step, self.dts, args, out, n);
-                args.push(Arg::Ptr(out));
+                args.push(Arg::Ptr(std::ptr::null()));
             }
+        }
+        let splat: Vec<bool> = args.iter().map(|a| matches!(a, Arg::Splat(_))).collect();
+        if scratch.tiles.as_ref().is_none_or(|(s, _)| *s != splat) {
+            let program = TileProgram::new(self.expr, n_in, &splat);
+            // Splat values, slots and remainder tiles (inputs and output), in words.
+            let words = args.len() + (program.n_slots + n_in + 1) * MAX_TILE + 8;
+            scratch.tile_words.resize(words, 0);
+            scratch.tiles = Some((splat, program));
+        }
+        #[cfg(target_arch = "x86_64")]
+        match (simd::level(), self.dts[self.dts.len() - 1]) {
+            (Level::Avx512, DType::F32) => simd::avx512(
+                #[inline(always)]
+                || self.run_tiles::<f32, Avx512F32>(scratch, n, dst as *mut f32),
+            ),
+            (Level::Avx512, _) => simd::avx512(
+                #[inline(always)]
+                || self.run_tiles::<f64, Avx512F64>(scratch, n, dst as *mut f64),
+            ),
+            (_, DType::F32) => simd::avx2(
+                #[inline(always)]
+                || self.run_tiles::<f32, Avx2F32>(scratch, n, dst as *mut f32),
+            ),
+            _ => simd::avx2(
+                #[inline(always)]
+                || self.run_tiles::<f64, Avx2F64>(scratch, n, dst as *mut f64),
+            ),
+        }
+    }
+
+    /// Runs the tile program over the piece's `n` positions into `dst`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn run_tiles<T: TileFloat, V: Vector<T>>(
+        &self,
+        scratch: &mut Scratch,
+        n: usize,
+        dst: *mut T,
+    ) {
+        let program = &scratch.tiles.as_ref().unwrap().1;
+        let args = &scratch.args;
+        let n_regs = args.len();
+        let words = scratch.tile_words.as_mut_ptr();
+        let words = words.add(words.align_offset(64));
+        let (splat_words, rest) = (words, words.add(n_regs.next_multiple_of(8)));
+        let splats = std::slice::from_raw_parts_mut(splat_words as *mut T, n_regs);
+        for (r, a) in args.iter().enumerate() {
+            if let Arg::Splat(bits) = *a {
+                splats[r] = if self.dts[r] == DType::Bool {
+                    T::from_f64((bits as u8) as f64)
+                } else {
+                    std::ptr::read(&bits as *const u64 as *const T)
+                };
+            }
+        }
+        let slots = std::slice::from_raw_parts_mut(rest as *mut [V; tile::K], program.n_slots);
+        let pads = rest.add(program.n_slots * MAX_TILE) as *mut T;
+        macro_rules! input {
+            ($r:expr) => {
+                match args[$r] {
+                    Arg::Ptr(p) => p as *const T,
+                    Arg::Splat(_) => std::ptr::null(),
+                }
+            };
+        }
+        let w = tile::K * V::LANES;
+        let full = n / w * w;
+        macro_rules! store {
+            ($tile:expr, $p:expr) => {
+                for (k, v) in $tile.iter().enumerate() {
+                    v.store($p.add(k * V::LANES));
+                }
+            };
+        }
+        for base in (0..full).step_by(w) {
+            let v = program.tile::<T, V>(
+                #[inline(always)]
+                |r| input!(r).add(base),
+                splats,
+                slots,
+            );
+            store!(v, dst.add(base));
+        }
+        if full < n {
+            // The last partial tile: inputs copied into whole tiles.
+            let rem = n - full;
+            for r in 0..self.walks.len() {
+                let p = input!(r);
+                if !p.is_null() {
+                    std::ptr::copy_nonoverlapping(p.add(full), pads.add(r * MAX_TILE), rem);
+                }
+            }
+            let v = program.tile::<T, V>(
+                #[inline(always)]
+                |r| pads.add(r * MAX_TILE),
+                splats,
+                slots,
+            );
+            let out = pads.add(self.walks.len() * MAX_TILE);
+            store!(v, out);
+            std::ptr::copy_nonoverlapping(out, dst.add(full), rem);
         }
     }
 

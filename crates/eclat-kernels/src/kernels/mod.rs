@@ -7,6 +7,7 @@ pub mod index;
 pub mod matmul;
 pub mod reduce;
 pub mod scan;
+pub mod tile;
 
 use crate::layout::Layout;
 use crate::pool::chunk_len;
