@@ -393,6 +393,9 @@ impl Scratch {
 /// Bytes of slots a piece may use: they stay in L1 while every step runs.
 const SLOT_BUDGET: usize = 16 << 10;
 
+/// Positions per piece on the tile machine.
+const TILE_PIECE: usize = 8192;
+
 /// The evaluation context shared by every piece of one kernel.
 struct Eval<'a> {
     expr: &'a Expr,
@@ -446,7 +449,20 @@ impl<'a> Eval<'a> {
                 }
             }
         }
-        let piece = (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, 4096) / 64 * 64;
+        // Tiles need vector registers as values: x86-64 with AVX2 or AVX-512.
+        // Small kernels skip them: lowering costs more than it saves there.
+        let positions: usize = walks.first().map_or(0, |w| w.shape.iter().product());
+        let tiles = positions >= TILE_PIECE / 2
+            && cfg!(target_arch = "x86_64")
+            && matches!(simd::level(), Level::Avx512 | Level::Avx2)
+            && tile::supported(expr, dts, n_in);
+        // Tiles keep steps in registers: slots only hold gathered inputs, so
+        // pieces can be long (fewer per-piece setups).
+        let piece = if tiles {
+            TILE_PIECE
+        } else {
+            (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, 4096) / 64 * 64
+        };
         let row = walks
             .iter()
             .map(|w| w.run_len())
@@ -455,10 +471,7 @@ impl<'a> Eval<'a> {
         Eval {
             expr,
             dts,
-            // Tiles need vector registers as values: x86-64 with AVX2 or AVX-512.
-            tiles: cfg!(target_arch = "x86_64")
-                && matches!(simd::level(), Level::Avx512 | Level::Avx2)
-                && tile::supported(expr, dts, n_in),
+            tiles,
             walks,
             slot_of,
             n_slots,
@@ -588,8 +601,14 @@ impl Eval<'_> {
                 args.push(Arg::Ptr(std::ptr::null()));
             }
         }
-        let splat: Vec<bool> = args.iter().map(|a| matches!(a, Arg::Splat(_))).collect();
-        if scratch.tiles.as_ref().is_none_or(|(s, _)| *s != splat) {
+        let same = scratch.tiles.as_ref().is_some_and(|(s, _)| {
+            s.len() == args.len()
+                && s.iter()
+                    .zip(args.iter())
+                    .all(|(&s, a)| s == matches!(a, Arg::Splat(_)))
+        });
+        if !same {
+            let splat: Vec<bool> = args.iter().map(|a| matches!(a, Arg::Splat(_))).collect();
             let program = TileProgram::new(self.expr, n_in, &splat);
             // Splat values, slots and remainder tiles (inputs and output), in words.
             let words = args.len() + (program.n_slots + n_in + 1) * MAX_TILE + 8;
