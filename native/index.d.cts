@@ -36,7 +36,9 @@ export declare function realizeAsync(program: Float64Array, buffers: Array<Uint8
 
 /**
  * Runs an encoded program on the calling thread (which blocks until it is done).
- * `buffers` holds the program's inputs, then its outputs, as byte views.
+ * `buffers` holds the program's inputs, then its outputs, as byte views. The
+ * arrays are borrowed for the call (no references are created: this call is
+ * most of a tiny realize's cost).
  */
 export declare function realizeSync(program: Float64Array, buffers: Array<Uint8Array>, nInputs: number): void
 

@@ -3,7 +3,9 @@
 //! turns kernel errors and panics into JavaScript exceptions. No arithmetic here.
 
 use eclat_kernels::{execute, pool, KernelError, Op};
-use napi::bindgen_prelude::{AsyncTask, Float64Array, Uint8Array};
+use napi::bindgen_prelude::{
+    AsyncTask, Float64Array, Float64ArraySlice, Uint8Array, Uint8ArraySlice,
+};
 use napi::{Env, Error, Status, Task};
 use napi_derive::napi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,9 +14,9 @@ fn to_js_error(e: KernelError) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
 }
 
-/// Runs a program over `buffers`: the first `n_inputs` are read, the rest are
-/// written. A panic becomes an error; it never unwinds into Node.
-fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) -> napi::Result<()> {
+/// Runs a program over `buffers` (byte views): the first `n_inputs` are read,
+/// the rest are written. A panic becomes an error; it never unwinds into Node.
+fn realize_impl(program: &[f64], buffers: &mut [&mut [u8]], n_inputs: usize) -> napi::Result<()> {
     if n_inputs > buffers.len() {
         return Err(Error::new(
             Status::InvalidArg,
@@ -23,10 +25,7 @@ fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) ->
     }
     let (inputs, outputs) = buffers.split_at_mut(n_inputs);
     let inputs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-    // SAFETY: JavaScript allocated these output arrays for this call alone and does
-    // not touch them until the call (or the task) completes.
-    let mut outputs: Vec<&mut [u8]> = outputs.iter_mut().map(|b| unsafe { b.as_mut() }).collect();
-    match catch_unwind(AssertUnwindSafe(|| execute(program, &inputs, &mut outputs))) {
+    match catch_unwind(AssertUnwindSafe(|| execute(program, &inputs, outputs))) {
         Ok(result) => result.map_err(to_js_error),
         Err(panic) => {
             let what = panic
@@ -43,14 +42,19 @@ fn realize_impl(program: &[f64], buffers: &mut [Uint8Array], n_inputs: usize) ->
 }
 
 /// Runs an encoded program on the calling thread (which blocks until it is done).
-/// `buffers` holds the program's inputs, then its outputs, as byte views.
+/// `buffers` holds the program's inputs, then its outputs, as byte views. The
+/// arrays are borrowed for the call (no references are created: this call is
+/// most of a tiny realize's cost).
 #[napi]
 pub fn realize_sync(
-    program: Float64Array,
-    mut buffers: Vec<Uint8Array>,
+    program: Float64ArraySlice,
+    mut buffers: Vec<Uint8ArraySlice>,
     n_inputs: u32,
 ) -> napi::Result<()> {
-    realize_impl(&program, &mut buffers, n_inputs as usize)
+    // SAFETY: JavaScript allocated the output arrays for this call alone and
+    // does not run while it lasts; inputs are only read.
+    let mut views: Vec<&mut [u8]> = buffers.iter_mut().map(|b| unsafe { b.as_mut() }).collect();
+    realize_impl(program.as_ref(), &mut views, n_inputs as usize)
 }
 
 /// A program run off the JavaScript thread.
@@ -65,7 +69,14 @@ impl Task for Realize {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
-        realize_impl(&self.program, &mut self.buffers, self.n_inputs)
+        // SAFETY: the output arrays were allocated for this task alone and stay
+        // referenced (untouched by JavaScript) until it resolves.
+        let mut views: Vec<&mut [u8]> = self
+            .buffers
+            .iter_mut()
+            .map(|b| unsafe { b.as_mut() })
+            .collect();
+        realize_impl(&self.program, &mut views, self.n_inputs)
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
