@@ -26,6 +26,20 @@ pub trait Fold<T: Copy>: Sync {
     fn fold_slice(&self, acc: Self::Acc, xs: &[T]) -> Self::Acc {
         xs.iter().fold(acc, |a, &x| self.step(a, x))
     }
+    /// Whether [`Fold::scan_slice`] is faster than stepping element by element.
+    fn vector_scan(&self) -> bool {
+        false
+    }
+    /// Scans a contiguous run forward from `acc` into `out`; returns the final
+    /// accumulator. Sums of float32 override it with vector prefix sums.
+    #[inline(always)]
+    fn scan_slice(&self, mut acc: Self::Acc, xs: &[T], out: &mut [T]) -> Self::Acc {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            acc = self.step(acc, x);
+            *o = self.finish(acc);
+        }
+        acc
+    }
 }
 
 /// Sum, accumulated in `T::Acc` (f64 for floats, wrapping i32 for int32).
@@ -74,6 +88,75 @@ impl<T: Num> Fold<T> for Sum {
         }
         tail.iter().fold(total, |a, &x| T::acc_add(a, x.acc()))
     }
+    fn vector_scan(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if T::DTYPE == crate::DType::F32 && crate::simd::level() == crate::simd::Level::Avx512 {
+            return true;
+        }
+        false
+    }
+    #[inline(always)]
+    fn scan_slice(&self, mut acc: T::Acc, xs: &[T], out: &mut [T]) -> T::Acc {
+        #[cfg(target_arch = "x86_64")]
+        if <Sum as Fold<T>>::vector_scan(self) {
+            // SAFETY: T is f32, whose accumulator is f64 (checked just above),
+            // and this CPU runs AVX-512 (`simd::level` only reports such a level).
+            unsafe {
+                let xs = std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len());
+                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
+                let acc: f64 = std::mem::transmute_copy(&acc);
+                let total = crate::simd::avx512(|| prefix_sum_f32_avx512(acc, xs, out));
+                return std::mem::transmute_copy(&total);
+            }
+        }
+        for (o, &x) in out.iter_mut().zip(xs) {
+            acc = T::acc_add(acc, x.acc());
+            *o = T::from_acc(acc);
+        }
+        acc
+    }
+}
+
+/// Inclusive prefix sum of float32 `xs` into `out`, continuing from `acc`, in
+/// float64: each register of 8 values is summed in three shift-and-add steps,
+/// so the only chain from one register to the next is adding the running
+/// total (instead of one dependent add per element).
+///
+/// # Safety
+/// The CPU must run AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn prefix_sum_f32_avx512(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+    use std::arch::x86_64::*;
+    let n = xs.len().min(out.len());
+    // Lane i takes lane i-1, i-2, i-4 (lanes below zero are masked to 0).
+    let by1 = _mm512_set_epi64(6, 5, 4, 3, 2, 1, 0, 0);
+    let by2 = _mm512_set_epi64(5, 4, 3, 2, 1, 0, 0, 0);
+    let by4 = _mm512_set_epi64(3, 2, 1, 0, 0, 0, 0, 0);
+    let last = _mm512_set1_epi64(7);
+    let prefix = |x: __m512d| {
+        let x = _mm512_add_pd(x, _mm512_maskz_permutexvar_pd(0xFE, by1, x));
+        let x = _mm512_add_pd(x, _mm512_maskz_permutexvar_pd(0xFC, by2, x));
+        _mm512_add_pd(x, _mm512_maskz_permutexvar_pd(0xF0, by4, x))
+    };
+    let mut total = _mm512_set1_pd(acc);
+    let mut i = 0;
+    while i + 16 <= n {
+        let a = prefix(_mm512_cvtps_pd(_mm256_loadu_ps(xs.as_ptr().add(i))));
+        let b = prefix(_mm512_cvtps_pd(_mm256_loadu_ps(xs.as_ptr().add(i + 8))));
+        let b = _mm512_add_pd(b, _mm512_permutexvar_pd(last, a));
+        let (a, b) = (_mm512_add_pd(total, a), _mm512_add_pd(total, b));
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm512_cvtpd_ps(a));
+        _mm256_storeu_ps(out.as_mut_ptr().add(i + 8), _mm512_cvtpd_ps(b));
+        total = _mm512_permutexvar_pd(last, b);
+        i += 16;
+    }
+    let mut acc = _mm512_cvtsd_f64(total);
+    for j in i..n {
+        acc += xs[j] as f64;
+        out[j] = acc as f32;
+    }
+    acc
 }
 
 impl<T: Num> Fold<T> for Prod {
