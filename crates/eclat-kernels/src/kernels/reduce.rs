@@ -358,9 +358,11 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
         // fixed blocks of rows stream through memory in parallel into partial
         // rows of accumulators, merged in block order (so the result does not
         // depend on the thread count).
-        const ROWS: usize = 64;
+        // Blocks of 64-256 rows, by shape only (never by thread count): longer
+        // blocks mean fewer partial rows to allocate and merge.
+        let rows_per_block = (m / 16).clamp(64, 256);
         let width = n_out.min(8192);
-        let (col_blocks, row_blocks) = (n_out.div_ceil(width), m.div_ceil(ROWS));
+        let (col_blocks, row_blocks) = (n_out.div_ceil(width), m.div_ceil(rows_per_block));
         let partials: Vec<Vec<F::Acc>> = (0..col_blocks * row_blocks)
             .into_par_iter()
             .map(|t| {
@@ -371,7 +373,7 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
                     let at = (src.layout.offset + i as isize * inner_step) as usize + j0;
                     &src.data[at..at + len]
                 };
-                let (first, end) = (rb * ROWS, ((rb + 1) * ROWS).min(m));
+                let (first, end) = (rb * rows_per_block, ((rb + 1) * rows_per_block).min(m));
                 let mut i = first;
                 // Four rows per pass over the accumulators (same order of steps).
                 while i + 4 <= end {
