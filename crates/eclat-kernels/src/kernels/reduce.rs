@@ -89,23 +89,17 @@ impl<T: Num> Fold<T> for Sum {
         tail.iter().fold(total, |a, &x| T::acc_add(a, x.acc()))
     }
     fn vector_scan(&self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if T::DTYPE == crate::DType::F32 && crate::simd::level() == crate::simd::Level::Avx512 {
-            return true;
-        }
-        false
+        T::DTYPE == crate::DType::F32
     }
     #[inline(always)]
     fn scan_slice(&self, mut acc: T::Acc, xs: &[T], out: &mut [T]) -> T::Acc {
-        #[cfg(target_arch = "x86_64")]
-        if <Sum as Fold<T>>::vector_scan(self) {
-            // SAFETY: T is f32, whose accumulator is f64 (checked just above),
-            // and this CPU runs AVX-512 (`simd::level` only reports such a level).
+        if T::DTYPE == crate::DType::F32 {
+            // SAFETY: T is f32, whose accumulator is f64.
             unsafe {
                 let xs = std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len());
                 let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
                 let acc: f64 = std::mem::transmute_copy(&acc);
-                let total = crate::simd::avx512(|| prefix_sum_f32_avx512(acc, xs, out));
+                let total = prefix_sum_f32(acc, xs, out);
                 return std::mem::transmute_copy(&total);
             }
         }
@@ -117,10 +111,61 @@ impl<T: Num> Fold<T> for Sum {
     }
 }
 
-/// Inclusive prefix sum of float32 `xs` into `out`, continuing from `acc`, in
-/// float64: each register of 8 values is summed in three shift-and-add steps,
-/// so the only chain from one register to the next is adding the running
-/// total (instead of one dependent add per element).
+/// Inclusive prefix sum of float32 `xs` into `out` continuing from `acc`, in
+/// float64, in a fixed order every SIMD level follows (so every level gives the
+/// same bits): each group of 8 values is summed in three shift-and-add steps,
+/// so the only chain between groups is adding the running total, instead of
+/// one dependent add per element. Returns the final total.
+pub fn prefix_sum_f32(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        // SAFETY: `level` only reports AVX-512 when this CPU runs it.
+        return unsafe { prefix_sum_f32_avx512(acc, xs, out) };
+    }
+    crate::dispatch!(prefix_sum_f32_lanes(acc, xs, out))
+}
+
+/// The order of [`prefix_sum_f32`] on 8 plain lanes (LLVM vectorizes it).
+#[inline(always)]
+fn prefix_sum_f32_lanes(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+    let prefix = |x: [f64; 8]| {
+        let mut x = x;
+        for shift in [1, 2, 4] {
+            let before = x;
+            for i in 0..8 {
+                // Lanes below zero add +0.0, as the masked vector lanes do.
+                x[i] = before[i] + if i >= shift { before[i - shift] } else { 0.0 };
+            }
+        }
+        x
+    };
+    let n = xs.len().min(out.len());
+    let mut total = acc;
+    let mut i = 0;
+    while i + 16 <= n {
+        let load = |at: usize| -> [f64; 8] { std::array::from_fn(|k| xs[at + k] as f64) };
+        let a = prefix(load(i));
+        let mut b = prefix(load(i + 8));
+        for v in b.iter_mut() {
+            *v += a[7];
+        }
+        for k in 0..8 {
+            out[i + k] = (total + a[k]) as f32;
+        }
+        for k in 0..8 {
+            out[i + 8 + k] = (total + b[k]) as f32;
+        }
+        total += b[7];
+        i += 16;
+    }
+    for j in i..n {
+        total += xs[j] as f64;
+        out[j] = total as f32;
+    }
+    total
+}
+
+/// [`prefix_sum_f32`] with AVX-512 registers of 8 float64.
 ///
 /// # Safety
 /// The CPU must run AVX-512F.
@@ -536,5 +581,31 @@ mod tests {
             &Sum,
         );
         assert_eq!(out, vec![0.0; 3]);
+    }
+
+    #[test]
+    fn prefix_sums_give_the_same_bits_at_every_level() {
+        let n = 10_007;
+        let xs: Vec<f32> = (0..n)
+            .map(|i| (((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as f32) * 1e-3 - 3.7)
+            .collect();
+        let mut lanes = vec![0f32; n];
+        let total = prefix_sum_f32_lanes(0.25, &xs, &mut lanes);
+        let mut serial = 0.25f64;
+        for (k, &x) in xs.iter().enumerate() {
+            serial += x as f64;
+            // Same float64 sums up to reassociation: far below float32 rounding.
+            assert!((lanes[k] as f64 - serial).abs() <= 1e-6 * serial.abs().max(1.0));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::detected() == crate::simd::Level::Avx512 {
+            let mut vector = vec![0f32; n];
+            // SAFETY: the CPU has AVX-512.
+            let t = unsafe { prefix_sum_f32_avx512(0.25, &xs, &mut vector) };
+            assert_eq!(t.to_bits(), total.to_bits());
+            for k in 0..n {
+                assert_eq!(vector[k].to_bits(), lanes[k].to_bits(), "element {k}");
+            }
+        }
     }
 }
