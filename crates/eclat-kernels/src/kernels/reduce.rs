@@ -122,7 +122,12 @@ pub fn prefix_sum_f32(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         // SAFETY: `level` only reports AVX-512 when this CPU runs it.
         return unsafe { prefix_sum_f32_avx512(acc, xs, out) };
     }
-    crate::dispatch!(prefix_sum_f32_lanes(acc, xs, out))
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx2 {
+        // SAFETY: `level` only reports AVX2 when this CPU runs it.
+        return unsafe { prefix_sum_f32_avx2(acc, xs, out) };
+    }
+    prefix_sum_f32_lanes(acc, xs, out)
 }
 
 /// The order of [`prefix_sum_f32`] on 8 plain lanes (LLVM vectorizes it).
@@ -163,6 +168,55 @@ fn prefix_sum_f32_lanes(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         out[j] = total as f32;
     }
     total
+}
+
+/// [`prefix_sum_f32`] with AVX2: each group of 8 float64 is two registers.
+///
+/// # Safety
+/// The CPU must run AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn prefix_sum_f32_avx2(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+    use std::arch::x86_64::*;
+    let n = xs.len().min(out.len());
+    let zero = _mm256_setzero_pd();
+    // Shift the 8 lanes [lo, hi] up by 1, 2 and 4, filling with +0.0; add.
+    let prefix = |lo: __m256d, hi: __m256d| {
+        let lo1 = _mm256_blend_pd::<0b0001>(_mm256_permute4x64_pd::<0x90>(lo), zero);
+        let hi1 = _mm256_blend_pd::<0b0001>(
+            _mm256_permute4x64_pd::<0x93>(hi),
+            _mm256_permute4x64_pd::<0xFF>(lo),
+        );
+        let (lo, hi) = (_mm256_add_pd(lo, lo1), _mm256_add_pd(hi, hi1));
+        let lo2 = _mm256_blend_pd::<0b0011>(_mm256_permute4x64_pd::<0x40>(lo), zero);
+        let hi2 = _mm256_permute2f128_pd::<0x21>(lo, hi);
+        let (lo, hi) = (_mm256_add_pd(lo, lo2), _mm256_add_pd(hi, hi2));
+        (_mm256_add_pd(lo, zero), _mm256_add_pd(hi, lo))
+    };
+    let load = |at: usize| _mm256_cvtps_pd(_mm_loadu_ps(xs.as_ptr().add(at)));
+    let dst = out.as_mut_ptr();
+    let store = |at: usize, v: __m256d| _mm_storeu_ps(dst.add(at), _mm256_cvtpd_ps(v));
+    let mut total = _mm256_set1_pd(acc);
+    let mut i = 0;
+    while i + 16 <= n {
+        let (a0, a1) = prefix(load(i), load(i + 4));
+        let (b0, b1) = prefix(load(i + 8), load(i + 12));
+        let carry = _mm256_permute4x64_pd::<0xFF>(a1);
+        let (b0, b1) = (_mm256_add_pd(b0, carry), _mm256_add_pd(b1, carry));
+        store(i, _mm256_add_pd(total, a0));
+        store(i + 4, _mm256_add_pd(total, a1));
+        store(i + 8, _mm256_add_pd(total, b0));
+        let last = _mm256_add_pd(total, b1);
+        store(i + 12, last);
+        total = _mm256_permute4x64_pd::<0xFF>(last);
+        i += 16;
+    }
+    let mut acc = _mm256_cvtsd_f64(total);
+    for j in i..n {
+        acc += xs[j] as f64;
+        out[j] = acc as f32;
+    }
+    acc
 }
 
 /// [`prefix_sum_f32`] with AVX-512 registers of 8 float64.
@@ -598,13 +652,30 @@ mod tests {
             assert!((lanes[k] as f64 - serial).abs() <= 1e-6 * serial.abs().max(1.0));
         }
         #[cfg(target_arch = "x86_64")]
-        if crate::simd::detected() == crate::simd::Level::Avx512 {
-            let mut vector = vec![0f32; n];
-            // SAFETY: the CPU has AVX-512.
-            let t = unsafe { prefix_sum_f32_avx512(0.25, &xs, &mut vector) };
-            assert_eq!(t.to_bits(), total.to_bits());
-            for k in 0..n {
-                assert_eq!(vector[k].to_bits(), lanes[k].to_bits(), "element {k}");
+        {
+            use crate::simd::Level;
+            let levels = crate::simd::supported();
+            for (level, f) in [
+                (
+                    Level::Avx512,
+                    prefix_sum_f32_avx512 as unsafe fn(f64, &[f32], &mut [f32]) -> f64,
+                ),
+                (Level::Avx2, prefix_sum_f32_avx2),
+            ] {
+                if !levels.contains(&level) {
+                    continue;
+                }
+                let mut vector = vec![0f32; n];
+                // SAFETY: the CPU has this level.
+                let t = unsafe { f(0.25, &xs, &mut vector) };
+                assert_eq!(t.to_bits(), total.to_bits(), "{level:?}");
+                for k in 0..n {
+                    assert_eq!(
+                        vector[k].to_bits(),
+                        lanes[k].to_bits(),
+                        "{level:?} element {k}"
+                    );
+                }
             }
         }
     }
