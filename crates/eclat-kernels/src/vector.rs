@@ -43,6 +43,46 @@ pub trait Vector<T: Copy>: Copy {
     unsafe fn select(self, a: Self, b: Self) -> Self;
 }
 
+/// The methods every ISA spells the same way (loads, stores, IEEE arithmetic,
+/// sign flip), given the ISA's intrinsics.
+macro_rules! arithmetic {
+    ($name:ident, $T:ty, $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident,
+     $div:ident, $sqrt:ident, $xor:ident, $sign:expr) => {
+        #[inline(always)]
+        unsafe fn load(p: *const $T) -> Self {
+            $name($load(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut $T) {
+            $store(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn splat(v: $T) -> Self {
+            $name($set1(v))
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            $name($add(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            $name($mul(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn recip(self) -> Self {
+            $name($div($set1(1.0), self.0))
+        }
+        #[inline(always)]
+        unsafe fn sqrt(self) -> Self {
+            $name($sqrt(self.0))
+        }
+        #[inline(always)]
+        unsafe fn neg(self) -> Self {
+            $name($xor(self.0, $set1($sign)))
+        }
+    };
+}
+
 macro_rules! avx512_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
@@ -55,38 +95,7 @@ macro_rules! avx512_vector {
         #[cfg(target_arch = "x86_64")]
         impl Vector<$T> for $name {
             const LANES: usize = $lanes;
-            #[inline(always)]
-            unsafe fn load(p: *const $T) -> Self {
-                $name($load(p))
-            }
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $T) {
-                $store(p, self.0)
-            }
-            #[inline(always)]
-            unsafe fn splat(v: $T) -> Self {
-                $name($set1(v))
-            }
-            #[inline(always)]
-            unsafe fn add(self, o: Self) -> Self {
-                $name($add(self.0, o.0))
-            }
-            #[inline(always)]
-            unsafe fn mul(self, o: Self) -> Self {
-                $name($mul(self.0, o.0))
-            }
-            #[inline(always)]
-            unsafe fn recip(self) -> Self {
-                $name($div($set1(1.0), self.0))
-            }
-            #[inline(always)]
-            unsafe fn sqrt(self) -> Self {
-                $name($sqrt(self.0))
-            }
-            #[inline(always)]
-            unsafe fn neg(self) -> Self {
-                $name($xor(self.0, $set1($sign)))
-            }
+            arithmetic!($name, $T, $load, $store, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
             #[inline(always)]
             unsafe fn max_nan(self, o: Self) -> Self {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
@@ -168,38 +177,7 @@ macro_rules! avx2_vector {
         #[cfg(target_arch = "x86_64")]
         impl Vector<$T> for $name {
             const LANES: usize = $lanes;
-            #[inline(always)]
-            unsafe fn load(p: *const $T) -> Self {
-                $name($load(p))
-            }
-            #[inline(always)]
-            unsafe fn store(self, p: *mut $T) {
-                $store(p, self.0)
-            }
-            #[inline(always)]
-            unsafe fn splat(v: $T) -> Self {
-                $name($set1(v))
-            }
-            #[inline(always)]
-            unsafe fn add(self, o: Self) -> Self {
-                $name($add(self.0, o.0))
-            }
-            #[inline(always)]
-            unsafe fn mul(self, o: Self) -> Self {
-                $name($mul(self.0, o.0))
-            }
-            #[inline(always)]
-            unsafe fn recip(self) -> Self {
-                $name($div($set1(1.0), self.0))
-            }
-            #[inline(always)]
-            unsafe fn sqrt(self) -> Self {
-                $name($sqrt(self.0))
-            }
-            #[inline(always)]
-            unsafe fn neg(self) -> Self {
-                $name($xor(self.0, $set1($sign)))
-            }
+            arithmetic!($name, $T, $load, $store, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
             #[inline(always)]
             unsafe fn max_nan(self, o: Self) -> Self {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);

@@ -163,9 +163,15 @@ fn prefix_sum_f32_lanes(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         total += b[7];
         i += 16;
     }
-    for j in i..n {
-        total += xs[j] as f64;
-        out[j] = total as f32;
+    serial_prefix(total, &xs[i..n], &mut out[i..n])
+}
+
+/// The values after the last whole pair of groups, one by one.
+#[inline(always)]
+fn serial_prefix(mut total: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        total += x as f64;
+        *o = total as f32;
     }
     total
 }
@@ -211,12 +217,8 @@ unsafe fn prefix_sum_f32_avx2(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         total = _mm256_permute4x64_pd::<0xFF>(last);
         i += 16;
     }
-    let mut acc = _mm256_cvtsd_f64(total);
-    for j in i..n {
-        acc += xs[j] as f64;
-        out[j] = acc as f32;
-    }
-    acc
+    let acc = _mm256_cvtsd_f64(total);
+    serial_prefix(acc, &xs[i..n], &mut out[i..n])
 }
 
 /// [`prefix_sum_f32`] with AVX-512 registers of 8 float64.
@@ -250,12 +252,8 @@ unsafe fn prefix_sum_f32_avx512(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         total = _mm512_permutexvar_pd(last, b);
         i += 16;
     }
-    let mut acc = _mm512_cvtsd_f64(total);
-    for j in i..n {
-        acc += xs[j] as f64;
-        out[j] = acc as f32;
-    }
-    acc
+    let acc = _mm512_cvtsd_f64(total);
+    serial_prefix(acc, &xs[i..n], &mut out[i..n])
 }
 
 impl<T: Num> Fold<T> for Prod {
