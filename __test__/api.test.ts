@@ -2,8 +2,8 @@
 import { execFileSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import {
-  arange, concat, eye, full, input, linspace, manualSeed, numThreads, ones, rand, randn, split, stack,
-  tensor, where, zeros, type Tensor,
+  arange, bufferPoolInfo, concat, EclatError, eye, full, input, linspace, manualSeed, numThreads, ones, rand, randn,
+  setBufferPoolLimit, split, stack, tensor, where, zeros, type Tensor,
 } from '../ts/index.js'
 import { countRealizeCalls } from './helpers.js'
 
@@ -198,6 +198,81 @@ describe('realization', () => {
     expect(tensor([[true], [false]]).toArray()).toEqual([[true], [false]])
     expect(tensor([[7]]).item()).toBe(7)
     expect(tensor([true]).item()).toBe(true)
+  })
+})
+
+describe('dispose and the buffer pool', () => {
+  const N = 100_000 // above the pool's minimum buffer size
+  const x = arange(N).mul(1e-4).realize()
+  const expected = Array.from(x.sin().dataSync()) // computed into a fresh buffer
+
+  it('recycles a disposed result into the next realize of the same dtype and size', () => {
+    setBufferPoolLimit(512 * 2 ** 20)
+    const before = bufferPoolInfo()
+    const y = x.sin().realize()
+    expect(y.sum().item()).toBeCloseTo(expected.reduce((a, b) => a + b), 0)
+    y.dispose()
+    expect(bufferPoolInfo().bytes).toBe(before.bytes + 4 * N)
+    const z = x.sin().realize() // writes into the recycled buffer (poisoned first under test)
+    expect(bufferPoolInfo().bytes).toBe(before.bytes)
+    expect(Array.from(z.dataSync())).toEqual(expected)
+  })
+
+  it('throws a clear error when a disposed tensor is used; disposing twice is a no-op', () => {
+    const y = x.sin().realize()
+    y.dispose()
+    y.dispose()
+    expect(y.isDisposed).toBe(true)
+    expect(() => y.add(1)).toThrow(EclatError)
+    expect(() => y.dataSync()).toThrow(/Tensor\(\[100000\], float32\) was disposed/)
+  })
+
+  it('keeps tensors computed from a disposed one valid', () => {
+    const y = x.sin().realize()
+    const lazy = y.mul(2)
+    y.dispose()
+    x.cos().realize() // may take the recycled buffer
+    expect(Array.from(lazy.dataSync())).toEqual(expected.map((v) => Math.fround(2 * v)))
+  })
+
+  it('never reuses data handed out by dataSync(), data() or detach()', async () => {
+    const a = x.sin()
+    const handed = a.dataSync()
+    const b = x.sin()
+    const fromAsync = await b.data()
+    const c = x.sin().realize()
+    const detached = c.detach()
+    for (const t of [a, b, c]) t.dispose()
+    const others = [x.cos().realize(), x.exp().realize(), x.sqrt().realize()]
+    expect(Array.from(handed)).toEqual(expected)
+    expect(Array.from(fromAsync)).toEqual(expected)
+    expect(Array.from(detached.dataSync())).toEqual(expected)
+    others.forEach((t) => t.dispose())
+  })
+
+  it('does not recycle inputs an async realize is still reading', async () => {
+    const y = x.sin().realize()
+    const pending = y.mul(3).cumsum(0).data()
+    const pooled = bufferPoolInfo().bytes
+    y.dispose()
+    expect(bufferPoolInfo().bytes).toBe(pooled) // not taken while the realize reads it
+    const other = x.cos().mul(0).realize() // would overwrite y's buffer if it were recycled
+    const got = await pending
+    let acc = 0
+    const want = expected.map((v) => (acc += Math.fround(3 * v)))
+    expect(got[N - 1]).toBeCloseTo(want[N - 1]!, 0)
+    expect(got[10]).toBeCloseTo(want[10]!, 4)
+    other.dispose()
+  })
+
+  it('frees the pool on request and honours a limit of 0', () => {
+    setBufferPoolLimit(0)
+    expect(bufferPoolInfo()).toEqual({ buffers: 0, bytes: 0, limitBytes: 0 })
+    const y = x.sin().realize()
+    y.dispose()
+    expect(bufferPoolInfo().bytes).toBe(0)
+    expect(() => setBufferPoolLimit(-1)).toThrow(RangeError)
+    setBufferPoolLimit(512 * 2 ** 20)
   })
 })
 

@@ -78,6 +78,19 @@ function indices(n, mod, seed) {
 
 const M = 16 * 1024 * 1024
 const R = 4096
+
+// Large outputs (16M elements): every peer reuses its output memory, as a loop
+// running the computation repeatedly would. Fresh 64 MB arrays cost as much as
+// a pass over them (the OS zeroes their pages on first touch). The JS loops
+// write into one preallocated array; Eclat realizes and disposes the result
+// (dispose() recycles the buffer into the next realize); TensorFlow.js
+// disposes in tidy().
+const outM = new Float32Array(M)
+/** Realizes `t` and hands its buffer back for the next run. */
+const steady = (t) => {
+  t.realize()
+  t.dispose()
+}
 const workloads = []
 const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workloads.push(w)
 
@@ -87,9 +100,9 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
   add({
     name: 'a: sin(x)*exp2(x)+sqrt(x), 16M',
     bytes: 8 * M, limit: 'triad',
-    eclat: () => ex.sin().mul(ex.exp2()).add(ex.sqrt()).dataSync(),
+    eclat: () => steady(ex.sin().mul(ex.exp2()).add(ex.sqrt())),
     js: () => {
-      const o = new Float32Array(M)
+      const o = outM
       for (let i = 0; i < M; i++) {
         const v = x[i]
         o[i] = Math.sin(v) * Math.exp(v * Math.LN2) + Math.sqrt(v)
@@ -114,9 +127,9 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
   add({
     name: 'd: cumsum, 16M',
     bytes: 8 * M, limit: 'triad',
-    eclat: () => ex.cumsum(0).dataSync(),
+    eclat: () => steady(ex.cumsum(0)),
     js: () => {
-      const o = new Float32Array(M)
+      const o = outM
       let acc = 0
       for (let i = 0; i < M; i++) o[i] = acc += x[i]
       return o
@@ -145,9 +158,9 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
   add({
     name: 'f: gather 16M',
     bytes: 12 * M, limit: 'triad',
-    eclat: () => ex.gather(0, egidx).dataSync(),
+    eclat: () => steady(ex.gather(0, egidx)),
     js: () => {
-      const o = new Float32Array(M)
+      const o = outM
       for (let i = 0; i < M; i++) o[i] = x[gidx[i]]
       return o
     },
@@ -185,9 +198,9 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
   add({
     name: 'd: cumsum axis 1, 4096x4096',
     bytes: 8 * R * R, limit: 'triad',
-    eclat: () => em.cumsum(1).dataSync(),
+    eclat: () => steady(em.cumsum(1)),
     js: () => {
-      const o = new Float32Array(R * R)
+      const o = outM
       for (let i = 0; i < R; i++) {
         let acc = 0
         for (let j = 0; j < R; j++) o[i * R + j] = acc += m[i * R + j]

@@ -2,7 +2,8 @@ import {
   allocate, castScalar, checkDType, isFloat, promote, scalarDType,
   type DType, type TypedArray,
 } from './dtype.js'
-import { DTypeError, ShapeError, fmtShape } from './errors.js'
+import { DTypeError, EclatError, ShapeError, fmtShape } from './errors.js'
+import { handOut, recycle } from './memory.js'
 import { LazyNode, NO_ARG, type NodeArg, type NodeFlags } from './graph/node.js'
 import type { BinaryOp, Op, ReduceOp, ScanOp, ScatterOp, UnaryOp } from './graph/ops.js'
 import { broadcastShapes, checkShape, normalizeAxes, normalizeAxis, numel } from './graph/shape.js'
@@ -102,8 +103,10 @@ function describe(op: string, ...ts: Tensor[]): string {
  * console.log(y.toArray())          // [5, 25]
  */
 export class Tensor {
-  /** The graph node this tensor currently stands for (replaced by `assign`). */
-  node: LazyNode
+  /** The graph node, or null once disposed. */
+  private current: LazyNode | null
+  /** What the tensor was, for the error when it is used after `dispose()`. */
+  private disposedAs = ''
   /** The accumulated gradient, set by `backward()`; null until then. */
   grad: Tensor | null = null
   /** Set by the user: a leaf whose `.grad` `backward()` fills. */
@@ -113,8 +116,46 @@ export class Tensor {
 
   /** Wraps a graph node; use the creation functions (`tensor`, `zeros`, ...) instead. */
   constructor(node: LazyNode, requiresGrad = false) {
-    this.node = node
+    this.current = node
     if (requiresGrad) this.requiresGrad_(true)
+  }
+
+  /** The graph node this tensor currently stands for (replaced by `assign`). */
+  get node(): LazyNode {
+    if (this.current === null) {
+      throw new EclatError(`${this.disposedAs} was disposed: it cannot be used any more (dispose() it only when done with it)`)
+    }
+    return this.current
+  }
+  set node(node: LazyNode) {
+    this.current = node
+  }
+
+  /**
+   * Frees this tensor's data for reuse: the next realize of the same dtype and
+   * size writes into it instead of fresh memory (much faster for large
+   * tensors, whose fresh pages the OS must zero). Using the tensor afterwards
+   * throws; tensors computed from it stay valid (recomputed if they need it).
+   * The data is recycled only if Eclat alone holds it — arrays returned by
+   * `dataSync()`/`data()` stay valid and are never reused. Disposing twice is
+   * a no-op.
+   * @example
+   * const y = x.sin().realize()
+   * const s = y.sum().item()
+   * y.dispose()
+   */
+  dispose(): void {
+    const node = this.current
+    if (node === null) return
+    this.disposedAs = `Tensor(${fmtShape(node.shape)}, ${node.dtype})`
+    this.current = null
+    if (this.isLeaf) gradLeaves.delete(node)
+    if (node.realized && node.op !== 'load' && recycle(node.realized, node.dtype)) node.realized = null
+  }
+
+  /** Whether `dispose()` was called. */
+  get isDisposed(): boolean {
+    return this.current === null
   }
 
   /**
@@ -150,7 +191,10 @@ export class Tensor {
    */
   detach(): Tensor {
     const data = this.node.data
-    if (data) return new Tensor(loadNode(data, this.shape, this.dtype))
+    if (data) {
+      handOut(data) // two nodes share it now
+      return new Tensor(loadNode(data, this.shape, this.dtype))
+    }
     return new Tensor(new LazyNode('reshape', [this.node], NO_ARG, this.shape, this.dtype, { detached: true }))
   }
 
@@ -718,6 +762,7 @@ export class Tensor {
   async data(): Promise<TypedArray> {
     const node = this.node
     await realizeNodesAsync([node])
+    handOut(node.data!)
     return node.data!
   }
 
@@ -726,6 +771,13 @@ export class Tensor {
    * @example const values = x.dataSync()
    */
   dataSync(): TypedArray {
+    const data = this.values()
+    handOut(data)
+    return data
+  }
+
+  /** The data, computed now, still Eclat's alone (for reads that copy it out). */
+  private values(): TypedArray {
     const node = this.node
     realizeNodes([node])
     return node.data!
@@ -736,7 +788,7 @@ export class Tensor {
    * @example tensor([[1, 2]]).toArray() // [[1, 2]]
    */
   toArray(): NestedArray {
-    const data = this.dataSync()
+    const data = this.values()
     const bool = this.dtype === 'bool'
     const build = (d: number, offset: number): NestedArray => {
       if (d === this.ndim) return bool ? data[offset] !== 0 : data[offset]!
@@ -752,7 +804,7 @@ export class Tensor {
    */
   item(): number | boolean {
     if (this.size !== 1) throw new ShapeError(`item: needs a one-element tensor, got ${fmtShape(this.shape)} (${this.dtype})`)
-    const v = this.dataSync()[0]!
+    const v = this.values()[0]!
     return this.dtype === 'bool' ? v !== 0 : v
   }
 

@@ -1,8 +1,9 @@
 import { createRequire } from 'node:module'
-import { allocate, DTYPE_CODE, type TypedArray } from '../dtype.js'
+import { DTYPE_CODE, type TypedArray } from '../dtype.js'
 import { AllocationError, DTypeError, EclatError, FormatError, IndexError, ShapeError } from '../errors.js'
 import type { LazyNode } from '../graph/node.js'
 import { numel } from '../graph/shape.js'
+import { markBusy, outputBuffer, release } from '../memory.js'
 import { OP_CODE } from '../graph/ops.js'
 import type { Backend } from '../realize.js'
 import { describeKernel, schedule } from '../schedule.js'
@@ -58,6 +59,8 @@ interface Encoded {
   buffers: Uint8Array[]
   nInputs: number
   outputs: TypedArray[]
+  /** The realized nodes' data behind the first `nInputs` buffers. */
+  inputArrays: TypedArray[]
 }
 
 /** Byte views of typed arrays, made once per array (a realize in a loop reads the same weights). */
@@ -223,6 +226,7 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   order.forEach((n, i) => position.set(n, i))
   const leafIndex = new Map<LazyNode, number>()
   const inputs: Uint8Array[] = []
+  const arrays: TypedArray[] = []
   const parts: number[] = []
   for (const node of order) {
     describeNode(parts, node)
@@ -237,6 +241,7 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
       if (k === undefined) {
         k = inputs.length
         leafIndex.set(src, k)
+        arrays.push(src.data!)
         inputs.push(bytesOf(src.data!))
         // a realized input: its index (negative), dtype and shape
         parts.push(-1 - k, DTYPE_CODE[src.dtype], src.shape.length, ...src.shape)
@@ -259,8 +264,8 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
     programCache.set(hash, { structure, words })
   }
-  const outputs = targets.map((t) => allocate(t.dtype, numel(t.shape)))
-  return { words, buffers: [...inputs, ...outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength))], nInputs: inputs.length, outputs }
+  const outputs = targets.map((t) => outputBuffer(t.dtype, numel(t.shape)))
+  return { words, buffers: [...inputs, ...outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength))], nInputs: inputs.length, outputs, inputArrays: arrays }
 }
 
 /** `ECLAT_DEBUG=schedule` prints each realize's kernels to stderr (read once, at load). */
@@ -296,10 +301,15 @@ export const nativeBackend: Backend = {
   },
   async runAsync(order, targets) {
     const p = encode(order, targets)
+    // The kernels read and write these off the JavaScript thread: not recyclable meanwhile.
+    const inUse = [...p.inputArrays, ...p.outputs]
+    markBusy(inUse)
     try {
       await loadAddon().realizeAsync(p.words, p.buffers, p.nInputs)
     } catch (e) {
       throw translate(e)
+    } finally {
+      release(inUse)
     }
     return p.outputs
   },
