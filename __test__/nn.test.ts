@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest'
 import {
   Adam, AdamW, AvgPool2d, Conv2d, CosineAnnealingLR, Dropout, EclatError, Embedding, Flatten, FormatError, LayerNorm, Linear,
   MaxPool2d, Module, ReLU, SGD, Sequential, ShapeError, DTypeError, StepLR, backward, binaryCrossEntropyWithLogits,
-  crossEntropy, gradcheck, loadSafetensors, manualSeed, mseLoss, nllLoss, parseSafetensors, randn, realize,
+  backendName, crossEntropy, gradcheck, loadSafetensors, manualSeed, mseLoss, nllLoss, parseSafetensors, randn, realize,
+  setBackend,
   saveSafetensors, tensor, zeros, type Tensor,
 } from '../ts/index.js'
 import { countRealizeCalls } from './helpers.js'
@@ -338,8 +339,8 @@ describe('safetensors', () => {
 
 describe('a training run computes the same on the native and the reference backend', () => {
   function train(backend: 'native' | 'reference') {
-    const previous = process.env['ECLAT_BACKEND']
-    process.env['ECLAT_BACKEND'] = backend
+    const previous = backendName()
+    setBackend(backend)
     try {
       manualSeed(11)
       const model = new Sequential(
@@ -360,8 +361,7 @@ describe('a training run computes the same on the native and the reference backe
       }
       return { losses, weights: model.parameters().map(f64) }
     } finally {
-      if (previous === undefined) delete process.env['ECLAT_BACKEND']
-      else process.env['ECLAT_BACKEND'] = previous
+      setBackend(previous)
     }
   }
   it('losses and weights agree after four AdamW steps of a small CNN', () => {

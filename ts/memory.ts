@@ -120,6 +120,11 @@ export function setBufferPoolLimit(bytes: number): void {
   }
 }
 
+/** Whether `ECLAT_DEBUG=poison` is on. */
+export function poisonOutputs(): boolean {
+  return poison
+}
+
 /** Turns `ECLAT_DEBUG=poison` on or off (tests). */
 export function setPoison(on: boolean): void {
   poison = on

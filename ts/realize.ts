@@ -15,16 +15,22 @@ export interface Backend {
 
 const BACKENDS = { native: nativeBackend, reference: referenceBackend } as const
 
-/** The backend chosen by `ECLAT_BACKEND` (`native`, the default, or `reference`). */
+let current: Backend | null = null
+
+/** The backend realizing graphs: set by `setBackend`, else named by `ECLAT_BACKEND` (`native`, the default, or `reference`) when first needed. */
 export function defaultBackend(): Backend {
-  const name = process.env['ECLAT_BACKEND'] ?? 'native'
-  if (name !== 'native' && name !== 'reference') {
-    throw new EclatError(`ECLAT_BACKEND=${name}: expected 'native' or 'reference'`)
-  }
-  return BACKENDS[name]
+  return (current ??= backendByName(process.env['ECLAT_BACKEND'] ?? 'native', 'ECLAT_BACKEND='))
 }
 
-export function backendByName(name: 'native' | 'reference'): Backend {
+/** Makes `name` the backend of every later realize. */
+export function setDefaultBackend(name: string): void {
+  current = backendByName(name, 'setBackend: ')
+}
+
+export function backendByName(name: string, context = ''): Backend {
+  if (name !== 'native' && name !== 'reference') {
+    throw new EclatError(`${context}${name}: expected 'native' or 'reference'`)
+  }
   return BACKENDS[name]
 }
 
@@ -72,6 +78,7 @@ export function evaluate(targets: readonly LazyNode[], backend: Backend = defaul
 
 /** The distinct targets that have no data yet: what a realize must compute. */
 export function pendingNodes(targets: readonly LazyNode[]): LazyNode[] {
+  if (targets.length === 1) return targets[0]!.data ? [] : [targets[0]!]
   return [...new Set(targets)].filter((t) => !t.data)
 }
 

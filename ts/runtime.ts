@@ -1,5 +1,5 @@
 import { loadAddon } from './backend/native.js'
-import { defaultBackend, pendingNodes, realizeNodes, realizeNodesAsync, scheduleOrder } from './realize.js'
+import { defaultBackend, pendingNodes, realizeNodes, realizeNodesAsync, scheduleOrder, setDefaultBackend } from './realize.js'
 import { describeKernel, schedule, type Kernel } from './schedule.js'
 import type { Tensor } from './tensor.js'
 
@@ -37,13 +37,25 @@ export function supportedSimdLevels(): string[] {
 
 /**
  * The backend realizing graphs: `'native'` (the Rust kernels) or `'reference'`
- * (the pure-TypeScript interpreter), chosen with `ECLAT_BACKEND`.
+ * (the pure-TypeScript interpreter), chosen with `setBackend` or `ECLAT_BACKEND`.
  *
  * @example
  * console.log(backendName())
  */
 export function backendName(): 'native' | 'reference' {
   return defaultBackend().name
+}
+
+/**
+ * Chooses the backend of every later realize: `'native'` (the Rust kernels, the
+ * default) or `'reference'` (the slow pure-TypeScript interpreter, the oracle
+ * of the tests). Overrides `ECLAT_BACKEND`.
+ *
+ * @example
+ * setBackend('reference')
+ */
+export function setBackend(name: 'native' | 'reference'): void {
+  setDefaultBackend(name)
 }
 
 /**

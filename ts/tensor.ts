@@ -6,7 +6,7 @@ import { DTypeError, EclatError, ShapeError, fmtShape } from './errors.js'
 import { handOut, recycle } from './memory.js'
 import { LazyNode, NO_ARG, type NodeArg, type NodeFlags } from './graph/node.js'
 import type { BinaryOp, Op, ReduceOp, ScanOp, ScatterOp, UnaryOp } from './graph/ops.js'
-import { broadcastShapes, checkShape, normalizeAxes, normalizeAxis, numel } from './graph/shape.js'
+import { broadcastShapes, checkShape, normalizeAxes, normalizeAxis, numel, sameShape } from './graph/shape.js'
 import { realizeNodes, realizeNodesAsync } from './realize.js'
 import * as composite from './ops/composite.js'
 import { toTypedArray, type NestedArray } from './data.js'
@@ -84,6 +84,9 @@ export function scalarTensor(value: number | boolean, dtype: DType): Tensor {
   }
   return new Tensor(node)
 }
+
+/** The latest broadcast of each constant (see `broadcastTo`). */
+const constantBroadcasts = new WeakMap<LazyNode, LazyNode>()
 
 const TRACKED: NodeFlags = Object.freeze({})
 const DETACHED: NodeFlags = Object.freeze({ detached: true })
@@ -239,10 +242,18 @@ export class Tensor {
 
   /** @internal This tensor broadcast to `shape` (which must be a valid broadcast target). */
   broadcastTo(shape: readonly number[]): Tensor {
-    if (shape.length === this.ndim && shape.every((d, i) => d === this.shape[i])) return this
+    const node = this.node
+    if (sameShape(shape, node.shape)) return this
+    // `x.add(1)` in a loop: the constant's broadcast to x's shape is built once.
+    const constant = node.arg.kind === 'load' && node.arg.slot.name === 'constant'
+    const cached = constant ? constantBroadcasts.get(node) : undefined
+    const flags = gradEnabled() ? TRACKED : DETACHED
+    if (cached && cached.flags === flags && sameShape(cached.shape, shape)) return new Tensor(cached)
     const lead = shape.length - this.ndim
-    const padded: Tensor = lead > 0 ? this.reshape([...new Array<number>(lead).fill(1), ...this.shape]) : this
-    return padded.make('expand', [padded], NO_ARG, shape, this.dtype)
+    const padded: Tensor = lead > 0 ? this.make('reshape', [this], NO_ARG, [...new Array<number>(lead).fill(1), ...node.shape], this.dtype) : this
+    const out = padded.make('expand', [padded], NO_ARG, shape, this.dtype)
+    if (constant) constantBroadcasts.set(node, out.node)
+    return out
   }
 
   /** @internal The other operand of a binary op as a tensor, both promoted to one dtype. */
@@ -270,7 +281,7 @@ export class Tensor {
 
   private binary(op: BinaryOp, other: TensorLike, outDType?: DType): Tensor {
     const [a, b] = this.coerceWith(op, other)
-    const shape = broadcastShapes(op, a.shape, b.shape, ` (dtypes ${a.dtype}, ${b.dtype})`)
+    const shape = broadcastShapes(op, a.shape, b.shape, () => ` (dtypes ${a.dtype}, ${b.dtype})`)
     return a.make(op, [a.broadcastTo(shape), b.broadcastTo(shape)], NO_ARG, shape, outDType ?? a.dtype)
   }
 
@@ -610,7 +621,7 @@ export class Tensor {
     const [m, k] = a.shape.slice(-2) as [number, number]
     const [k2, n] = b.shape.slice(-2) as [number, number]
     if (k !== k2) throw new ShapeError(`matmul: inner sizes ${k} and ${k2} differ (${what})`)
-    const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2), ` (${what})`)
+    const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2), () => ` (${what})`)
     const out = a.make('matmul', [a.broadcastTo([...batch, m, k]), b.broadcastTo([...batch, k, n])], NO_ARG, [...batch, m, n], dtype)
     const shape = [...batch, ...(this.ndim === 1 ? [] : [m]), ...(other.ndim === 1 ? [] : [n])]
     return out.reshape(shape)
@@ -862,7 +873,7 @@ export function where(cond: Tensor, a: TensorLike, b: TensorLike): Tensor {
     ;[x, y] = [scalarTensor(a, dtype), scalarTensor(b, dtype)]
   }
   const detail = ` (dtypes ${cond.dtype}, ${x.dtype}, ${y.dtype})`
-  const shape = broadcastShapes('where', broadcastShapes('where', cond.shape, x.shape, detail), y.shape, detail)
+  const shape = broadcastShapes('where', broadcastShapes('where', cond.shape, x.shape, () => detail), y.shape, () => detail)
   return x.make('where', [cond.broadcastTo(shape), x.broadcastTo(shape), y.broadcastTo(shape)], NO_ARG, shape, x.dtype)
 }
 

@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module'
-import { DTYPE_CODE, type TypedArray } from '../dtype.js'
+import { allocate, DTYPE_CODE, itemSize, type DType, type TypedArray } from '../dtype.js'
 import { AllocationError, DTypeError, EclatError, FormatError, IndexError, ShapeError } from '../errors.js'
 import type { LazyNode } from '../graph/node.js'
 import { numel } from '../graph/shape.js'
-import { markBusy, outputBuffer, release } from '../memory.js'
+import { markBusy, outputBuffer, poisonOutputs, release } from '../memory.js'
 import { OP_CODE } from '../graph/ops.js'
 import type { Backend } from '../realize.js'
 import { describeKernel, schedule } from '../schedule.js'
@@ -58,7 +58,6 @@ interface Encoded {
   words: Float64Array
   buffers: Uint8Array[]
   nInputs: number
-  outputs: TypedArray[]
   /** The realized nodes' data behind the first `nInputs` buffers. */
   inputArrays: TypedArray[]
 }
@@ -179,7 +178,7 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
   words[0] = count
   words.push(targets.length)
   targets.forEach((t, i) => words.push(ids.get(t)!, i))
-  return Float64Array.from(words)
+  return new Float64Array(words)
 }
 
 /**
@@ -189,7 +188,7 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
  * encoding. Keyed by a hash of the structure; a hit is confirmed by comparing
  * the whole structure.
  */
-const programCache = new Map<number, { structure: Float64Array; words: Float64Array }>()
+const programCache = new Map<number, { structure: number[]; words: Float64Array }>()
 const PROGRAM_CACHE_SIZE = 512
 
 /** Appends a node's op, dtype, shape and arguments to a structure description. */
@@ -199,19 +198,23 @@ function describeNode(out: number[], node: LazyNode): void {
   out.push(args.length, ...args)
 }
 
-/** A 52-bit FNV-style hash of the structure's numbers (by their float64 bits). */
-function hashStructure(structure: Float64Array): number {
-  const words = new Uint32Array(structure.buffer, structure.byteOffset, structure.length * 2)
+/**
+ * A 52-bit FNV-style hash of the structure's numbers (integers as they are,
+ * other numbers through a scaled copy; a hit is confirmed by comparing all).
+ */
+function hashStructure(structure: readonly number[]): number {
   let h1 = 0x811c9dc5
   let h2 = 0x01000193
-  for (let i = 0; i < words.length; i++) {
-    h1 = Math.imul(h1 ^ words[i]!, 0x01000193)
-    h2 = Math.imul(h2 ^ words[i]!, 0x5bd1e995) ^ (h2 >>> 15)
+  for (let i = 0; i < structure.length; i++) {
+    const v = structure[i]!
+    const w = Number.isInteger(v) ? v | 0 : (v * 0x9e3779b1) | 0
+    h1 = Math.imul(h1 ^ w, 0x01000193)
+    h2 = Math.imul(h2 ^ w, 0x5bd1e995) ^ (h2 >>> 15)
   }
   return (h1 >>> 0) * 0x100000 + ((h2 >>> 0) & 0xfffff)
 }
 
-function sameStructure(a: Float64Array, b: Float64Array): boolean {
+function sameStructure(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false
   return true
@@ -252,7 +255,7 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   }
   parts.push(targets.length)
   for (const t of targets) parts.push(position.get(t)!)
-  const structure = Float64Array.from(parts)
+  const structure = parts
   const hash = hashStructure(structure)
   const cached = programCache.get(hash)
   let words: Float64Array
@@ -264,8 +267,55 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
     programCache.set(hash, { structure, words })
   }
+  return { words, buffers: inputs, nInputs: arrays.length, inputArrays: arrays }
+}
+
+/** Output byte views for a sync realize, appended to `buffers`; `finish` turns them into the outputs once the kernels ran. */
+function outputsFor(targets: readonly LazyNode[], buffers: Uint8Array[], sync: boolean): () => TypedArray[] {
+  let bytes = 0
+  for (const t of targets) bytes += arenaSpan(t)
+  if (sync && bytes <= SMALL_OUTPUTS) {
+    // Small outputs are written into one long-lived buffer and copied out:
+    // a fresh off-heap array per output costs more than a tiny kernel.
+    let offset = 0
+    const views = targets.map((t) => {
+      const view = new Uint8Array(arena, offset, numel(t.shape) * itemSize(t.dtype))
+      if (poisonOutputs()) view.fill(0xff)
+      offset += arenaSpan(t)
+      buffers.push(view)
+      return view
+    })
+    return () => views.map((v, i) => copyOut(v, targets[i]!.dtype))
+  }
   const outputs = targets.map((t) => outputBuffer(t.dtype, numel(t.shape)))
-  return { words, buffers: [...inputs, ...outputs.map((o) => new Uint8Array(o.buffer, o.byteOffset, o.byteLength))], nInputs: inputs.length, outputs, inputArrays: arrays }
+  for (const o of outputs) buffers.push(new Uint8Array(o.buffer, o.byteOffset, o.byteLength))
+  return () => outputs
+}
+
+/** Sync realizes whose outputs total at most this many bytes write them into `arena`. */
+const SMALL_OUTPUTS = 4096
+const arena = new ArrayBuffer(SMALL_OUTPUTS)
+
+/** Bytes a target takes in the arena (8-byte aligned, so every dtype is aligned). */
+function arenaSpan(t: LazyNode): number {
+  return Math.ceil((numel(t.shape) * itemSize(t.dtype)) / 8) * 8
+}
+
+/** Typed views of the arena, by dtype (copying typed array to typed array keeps the copy on V8's heap). */
+const ARENA_VIEWS = {
+  float32: new Float32Array(arena),
+  float64: new Float64Array(arena),
+  int32: new Int32Array(arena),
+  bool: new Uint8Array(arena),
+} as const
+
+/** A fresh typed array of `dtype` holding the bytes of `view` (a view of the arena). */
+function copyOut(view: Uint8Array, dtype: DType): TypedArray {
+  const size = itemSize(dtype)
+  const start = view.byteOffset / size
+  const out = allocate(dtype, view.byteLength / size)
+  out.set(ARENA_VIEWS[dtype].subarray(start, start + out.length))
+  return out
 }
 
 /** `ECLAT_DEBUG=schedule` prints each realize's kernels to stderr (read once, at load). */
@@ -292,17 +342,19 @@ export const nativeBackend: Backend = {
   name: 'native',
   run(order, targets) {
     const p = encode(order, targets)
+    const finish = outputsFor(targets, p.buffers, true)
     try {
       loadAddon().realizeSync(p.words, p.buffers, p.nInputs)
     } catch (e) {
       throw translate(e)
     }
-    return p.outputs
+    return finish()
   },
   async runAsync(order, targets) {
     const p = encode(order, targets)
+    const outputs = outputsFor(targets, p.buffers, false)()
     // The kernels read and write these off the JavaScript thread: not recyclable meanwhile.
-    const inUse = [...p.inputArrays, ...p.outputs]
+    const inUse = [...p.inputArrays, ...outputs]
     markBusy(inUse)
     try {
       await loadAddon().realizeAsync(p.words, p.buffers, p.nInputs)
@@ -311,6 +363,6 @@ export const nativeBackend: Backend = {
     } finally {
       release(inUse)
     }
-    return p.outputs
+    return outputs
   },
 }

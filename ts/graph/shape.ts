@@ -30,19 +30,33 @@ export function checkShape(op: string, shape: unknown): number[] {
   return [...(shape as number[])]
 }
 
-/** The numpy broadcast of two shapes, or a ShapeError naming the op and dtypes. */
-export function broadcastShapes(op: string, a: readonly number[], b: readonly number[], detail = ''): number[] {
+/**
+ * The numpy broadcast of two shapes, or a ShapeError naming the op (and
+ * `detail()`, e.g. the dtypes). Returns `a` or `b` itself when one of them is
+ * the result, so frozen shapes stay shared between nodes.
+ */
+export function broadcastShapes(op: string, a: readonly number[], b: readonly number[], detail?: () => string): readonly number[] {
+  if (b.length === 0 || sameShape(a, b)) return a
+  if (a.length === 0) return b
   const n = Math.max(a.length, b.length)
   const out = new Array<number>(n)
   for (let i = 0; i < n; i++) {
     const da = a[a.length - n + i] ?? 1
     const db = b[b.length - n + i] ?? 1
     if (da !== db && da !== 1 && db !== 1) {
-      throw new ShapeError(`${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} cannot be broadcast${detail}`)
+      throw new ShapeError(`${op}: shapes ${fmtShape(a)} and ${fmtShape(b)} cannot be broadcast${detail ? detail() : ''}`)
     }
     out[i] = da === 1 ? db : da
   }
   return out
+}
+
+/** Whether two shapes are equal. */
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  if (a === b) return true
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 /** Resolves a possibly negative axis against `ndim`. */

@@ -16,7 +16,7 @@ use crate::kernels::Src;
 use crate::layout::{numel, Layout};
 use crate::op::Op;
 use crate::pool::{pool, PARALLEL_THRESHOLD};
-use crate::program::{decode, Expr, Instr, Program, Step, StepOp};
+use crate::program::{decode_cached, Expr, Instr, Program, Step, StepOp};
 use crate::{with_any_dtype, with_float_dtype, with_num_dtype};
 use std::ptr::NonNull;
 
@@ -24,7 +24,7 @@ use std::ptr::NonNull;
 /// the buffers `load` instructions name; `outputs` receive the program's outputs
 /// (contiguous, row-major, exactly sized).
 pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<()> {
-    let program = decode(words)?;
+    let program = decode_cached(words)?;
     for o in outputs.iter_mut() {
         advise_huge_pages(o.as_mut_ptr(), o.len());
     }

@@ -215,3 +215,49 @@ pub fn decode(words: &[f64]) -> Result<Program> {
     }
     Ok(Program { instrs, outputs })
 }
+
+/// Programs decoded recently on this thread, most recent last.
+const DECODED_CACHE_SIZE: usize = 64;
+
+thread_local! {
+    static DECODED: std::cell::RefCell<Vec<(u64, Vec<f64>, std::sync::Arc<Program>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`decode`], remembering the last programs this thread decoded: a training
+/// loop or a repeated tiny realize sends the same words every time, and
+/// decoding allocates (shapes, sources, steps) more than a tiny kernel costs.
+/// A hit is confirmed by comparing every word.
+pub fn decode_cached(words: &[f64]) -> Result<std::sync::Arc<Program>> {
+    // FNV-1a over the words' bits: cheap next to the comparison that confirms a hit.
+    let hash = words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+        (h ^ w.to_bits()).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let same = |cached: &[f64]| {
+        cached.len() == words.len()
+            && cached
+                .iter()
+                .zip(words)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    };
+    let hit = DECODED.with_borrow_mut(|cache| {
+        let i = cache
+            .iter()
+            .rposition(|(h, w, _)| *h == hash && same(w))?;
+        let entry = cache.remove(i);
+        let program = entry.2.clone();
+        cache.push(entry);
+        Some(program)
+    });
+    if let Some(program) = hit {
+        return Ok(program);
+    }
+    let program = std::sync::Arc::new(decode(words)?);
+    DECODED.with_borrow_mut(|cache| {
+        if cache.len() >= DECODED_CACHE_SIZE {
+            cache.remove(0);
+        }
+        cache.push((hash, words.to_vec(), program.clone()));
+    });
+    Ok(program)
+}
