@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process'
 import { describe, expect, it } from 'vitest'
 import {
   arange, bufferPoolInfo, concat, EclatError, eye, full, input, linspace, manualSeed, numThreads, ones, rand, randn,
-  setBufferPoolLimit, split, stack, tensor, where, zeros, type Tensor,
+  realize, setBufferPoolLimit, split, stack, tensor, where, zeros, type Tensor,
 } from '../ts/index.js'
 import { countRealizeCalls } from './helpers.js'
 
@@ -158,6 +158,19 @@ describe('realization', () => {
     for (let k = 0; k < 200; k++) y = y.mul(1.001).add(k % 3).sin()
     expect(countRealizeCalls(() => y.realize())).toBe(1)
     expect(countRealizeCalls(() => (y.realize(), y.sum().item()))).toBe(1)
+  })
+
+  it('gives each small output its own array, whatever the dtypes realized together', () => {
+    const x = tensor([1.5, -2, 3])
+    const outs = [x.mul(2), x.cast('int32'), x.lt(0), x.cast('float64').sum(), x.neg()]
+    realize(outs)
+    const first = outs.map((t) => t.dataSync())
+    expect(first.map((d) => d.constructor.name)).toEqual(['Float32Array', 'Int32Array', 'Uint8Array', 'Float64Array', 'Float32Array'])
+    expect(outs.map((t) => t.toArray())).toEqual([[3, -4, 6], [1, -2, 3], [false, true, false], 2.5, [-1.5, 2, -3]])
+    const again = x.mul(2).dataSync() // a later realize must not write into earlier results
+    again[0] = 99
+    expect(first[0]).toEqual(new Float32Array([3, -4, 6]))
+    expect(new Set(first.map((d) => d.buffer)).size).toBe(first.length)
   })
 
   it('runs 10,000 dependent ops without overflowing the stack', () => {

@@ -22,6 +22,7 @@
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use crate::op::Op;
+use std::sync::Arc;
 
 /// One node of the realized subgraph.
 #[derive(Clone, Debug)]
@@ -220,7 +221,7 @@ pub fn decode(words: &[f64]) -> Result<Program> {
 const DECODED_CACHE_SIZE: usize = 64;
 
 thread_local! {
-    static DECODED: std::cell::RefCell<Vec<(u64, Vec<f64>, std::sync::Arc<Program>)>> =
+    static DECODED: std::cell::RefCell<Vec<(u64, Vec<f64>, Arc<Program>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -228,7 +229,7 @@ thread_local! {
 /// loop or a repeated tiny realize sends the same words every time, and
 /// decoding allocates (shapes, sources, steps) more than a tiny kernel costs.
 /// A hit is confirmed by comparing every word.
-pub fn decode_cached(words: &[f64]) -> Result<std::sync::Arc<Program>> {
+pub fn decode_cached(words: &[f64]) -> Result<Arc<Program>> {
     // FNV-1a over the words' bits: cheap next to the comparison that confirms a hit.
     let hash = words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
         (h ^ w.to_bits()).wrapping_mul(0x0000_0100_0000_01b3)
@@ -241,9 +242,7 @@ pub fn decode_cached(words: &[f64]) -> Result<std::sync::Arc<Program>> {
                 .all(|(a, b)| a.to_bits() == b.to_bits())
     };
     let hit = DECODED.with_borrow_mut(|cache| {
-        let i = cache
-            .iter()
-            .rposition(|(h, w, _)| *h == hash && same(w))?;
+        let i = cache.iter().rposition(|(h, w, _)| *h == hash && same(w))?;
         let entry = cache.remove(i);
         let program = entry.2.clone();
         cache.push(entry);
@@ -252,7 +251,7 @@ pub fn decode_cached(words: &[f64]) -> Result<std::sync::Arc<Program>> {
     if let Some(program) = hit {
         return Ok(program);
     }
-    let program = std::sync::Arc::new(decode(words)?);
+    let program = Arc::new(decode(words)?);
     DECODED.with_borrow_mut(|cache| {
         if cache.len() >= DECODED_CACHE_SIZE {
             cache.remove(0);
@@ -260,4 +259,56 @@ pub fn decode_cached(words: &[f64]) -> Result<std::sync::Arc<Program>> {
         cache.push((hash, words.to_vec(), program.clone()));
     });
     Ok(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[n]` float32 input 0, doubled by a fused add of itself.
+    fn doubling(n: usize) -> Vec<f64> {
+        let (load, add) = (Op::Load as u8 as f64, (FUSED + Op::Add as i64) as f64);
+        let n = n as f64;
+        vec![
+            2.0,
+            load,
+            0.0,
+            1.0,
+            n,
+            0.0,
+            1.0,
+            0.0, // load input 0
+            add,
+            0.0,
+            1.0,
+            n,
+            1.0,
+            0.0,
+            0.0, // fused over value 0, no args
+            1.0,
+            Op::Add as u8 as f64,
+            0.0,
+            2.0,
+            0.0,
+            0.0, // one step: r0 + r0
+            1.0,
+            1.0,
+            0.0, // output: value 1 into slot 0
+        ]
+    }
+
+    #[test]
+    fn cached_decoding_returns_the_same_program_for_the_same_words_only() {
+        let a = decode_cached(&doubling(4)).unwrap();
+        let again = decode_cached(&doubling(4)).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        let other = decode_cached(&doubling(5)).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(other.instrs[1].shape, vec![5]);
+        // Malformed words are rejected every time, never cached.
+        let mut bad = doubling(4);
+        bad.pop();
+        assert!(decode_cached(&bad).is_err());
+        assert!(decode_cached(&bad).is_err());
+    }
 }
