@@ -57,16 +57,24 @@ impl TileFloat for f32 {
     }
     #[inline(always)]
     fn sin_lanes(x: &mut [f32]) {
-        if x.iter().all(|v| v.abs() <= SIN_FAST_LIMIT) {
-            x.iter_mut().for_each(|v| *v = sin_f32(*v));
+        // Plain loops, no closures: everything here must inline into the
+        // SIMD level's code (a closure left as a call runs the scalar build).
+        let mut fast = true;
+        for v in x.iter() {
+            fast &= v.abs() <= SIN_FAST_LIMIT;
+        }
+        if fast {
+            for v in x.iter_mut() {
+                *v = sin_f32(*v);
+            }
         } else {
-            x.iter_mut().for_each(|v| {
+            for v in x.iter_mut() {
                 *v = if v.abs() <= SIN_FAST_LIMIT {
                     sin_f32(*v)
                 } else {
                     sin_f32_exact(*v)
-                }
-            });
+                };
+            }
         }
     }
 }
@@ -311,7 +319,6 @@ impl TileProgram {
                 }
             };
         }
-        // Transcendentals: the scalar function over the lanes, via memory.
         // Transcendentals: the scalar function over the lanes, via memory.
         macro_rules! lanes {
             ($acc:expr, $f:expr) => {{
