@@ -363,25 +363,28 @@ impl TileProgram {
                     let o = get!(other, acc);
                     let (a, b) = if acc_first { (acc, o) } else { (o, acc) };
                     macro_rules! zip {
-                        ($f:expr) => {
+                        ($method:ident) => {
                             std::array::from_fn(
                                 #[inline(always)]
-                                |k| $f(a[k], b[k]),
+                                |k| a[k].$method(b[k]),
                             )
                         };
                     }
                     match op {
-                        TileOp::Add => zip!(|x: V, y: V| x.add(y)),
-                        TileOp::Mul => zip!(|x: V, y: V| x.mul(y)),
-                        TileOp::Max => zip!(|x: V, y: V| x.max_nan(y)),
-                        TileOp::Min => zip!(|x: V, y: V| x.min_nan(y)),
-                        TileOp::Lt => zip!(|x: V, y: V| x.lt(y)),
-                        _ => zip!(|x: V, y: V| x.eq(y)), // Eq
+                        TileOp::Add => zip!(add),
+                        TileOp::Mul => zip!(mul),
+                        TileOp::Max => zip!(max_nan),
+                        TileOp::Min => zip!(min_nan),
+                        TileOp::Lt => zip!(lt),
+                        _ => zip!(eq), // Eq
                     }
                 }
                 Kind::Where([c, a, b]) => {
                     let (c, a, b) = (get!(c, acc), get!(a, acc), get!(b, acc));
-                    std::array::from_fn(|k| c[k].select(a[k], b[k]))
+                    std::array::from_fn(
+                        #[inline(always)]
+                        |k| c[k].select(a[k], b[k]),
+                    )
                 }
             };
             if let Some(s) = step.save {
