@@ -361,13 +361,21 @@ impl TileProgram {
                 },
                 Kind::Binary(op, other, acc_first) => {
                     let o = get!(other, acc);
-                    let (a, b) = if acc_first { (acc, o) } else { (o, acc) };
+                    // Two loops rather than swapped copies of the operands
+                    // (the copies went through the stack).
                     macro_rules! zip {
                         ($method:ident) => {
-                            std::array::from_fn(
-                                #[inline(always)]
-                                |k| a[k].$method(b[k]),
-                            )
+                            if acc_first {
+                                std::array::from_fn(
+                                    #[inline(always)]
+                                    |k| acc[k].$method(o[k]),
+                                )
+                            } else {
+                                std::array::from_fn(
+                                    #[inline(always)]
+                                    |k| o[k].$method(acc[k]),
+                                )
+                            }
                         };
                     }
                     match op {
