@@ -6,8 +6,9 @@
 //! vector-typed values; this module gives those values for AVX-512 and AVX2,
 //! float32 and float64. Every op rounds exactly as the scalar code does (IEEE
 //! add, mul, div, sqrt; the same NaN rules for max/min and comparisons), so
-//! tile results are bit-identical to the other kernels. Transcendentals run
-//! the scalar [`crate::math`] functions over the lanes (LLVM vectorizes them).
+//! tile results are bit-identical to the other kernels. float32 `exp2` is
+//! [`crate::math::exp2_f32`] spelled in intrinsics; the other transcendentals
+//! run the scalar [`crate::math`] functions over the lanes (LLVM vectorizes them).
 //!
 //! Every method must be called from code compiled with the ISA's features
 //! ([`crate::simd::avx512`], [`crate::simd::avx2`]).
@@ -41,6 +42,65 @@ pub trait Vector<T: Copy>: Copy {
     unsafe fn is_zero(self) -> Self;
     /// `a` where `self != 0`, else `b`.
     unsafe fn select(self, a: Self, b: Self) -> Self;
+    /// 2^x, bit-identical to [`crate::math::exp2_f32`] for float32 (float64:
+    /// the platform's `exp2` per lane).
+    unsafe fn exp2(self) -> Self;
+}
+
+/// `exp2` lane by lane through memory, for float64.
+macro_rules! exp2_by_lanes {
+    ($name:ident, $T:ty, $lanes:expr) => {
+        #[inline(always)]
+        unsafe fn exp2(self) -> Self {
+            let mut buf = [0.0 as $T; $lanes];
+            self.store(buf.as_mut_ptr());
+            for v in buf.iter_mut() {
+                *v = v.exp2();
+            }
+            Self::load(buf.as_ptr())
+        }
+    };
+}
+
+/// [`crate::math::exp2_f32`] in registers: the same operations in the same
+/// order (no FMA), so the same bits.
+macro_rules! exp2_f32_in_registers {
+    ($name:ident, $set1:ident, $add:ident, $sub:ident, $mul:ident, $max:ident, $min:ident,
+     $set1_epi32:ident, $add_epi32:ident, $sub_epi32:ident, $srai:ident, $slli:ident,
+     $as_int:ident, $as_float:ident, |$x:ident, $r:ident| $keep_nan:expr) => {
+        #[inline(always)]
+        unsafe fn exp2(self) -> Self {
+            const MAGIC: f32 = 12_582_912.0;
+            let x = self.0;
+            // max(x, -160) is -160 for NaN, as f32::max is; NaN comes back below.
+            let xc = $min($max(x, $set1(-160.0)), $set1(128.0));
+            let magic = $set1(MAGIC);
+            let t = $add(xc, magic);
+            let n = $sub_epi32($as_int(t), $set1_epi32(MAGIC.to_bits() as i32));
+            let f = $sub(xc, $sub(t, magic));
+            // The polynomial of `exp2_f32`, innermost term first.
+            let mut p = $set1(1.525_273_4e-5);
+            for c in [
+                1.540_353e-4,
+                0.001_333_355_8,
+                0.009_618_129,
+                0.055_504_11,
+                0.240_226_5,
+                0.693_147_2,
+                1.0,
+            ] {
+                p = $add($set1(c), $mul(f, p));
+            }
+            let n1 = $srai::<1>(n);
+            let n2 = $sub_epi32(n, n1);
+            let bias = $set1_epi32(127);
+            let s1 = $as_float($slli::<23>($add_epi32(n1, bias)));
+            let s2 = $as_float($slli::<23>($add_epi32(n2, bias)));
+            let $r = $mul($mul(p, s1), s2);
+            let $x = x;
+            $name($keep_nan)
+        }
+    };
 }
 
 /// The methods every ISA spells the same way (loads, stores, IEEE arithmetic,
@@ -86,7 +146,7 @@ macro_rules! arithmetic {
 macro_rules! avx512_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
-     $sqrt:ident, $xor:ident, $cmp:ident, $blend:ident, $maskz:ident) => {
+     $sqrt:ident, $xor:ident, $cmp:ident, $blend:ident, $maskz:ident, exp2: $($exp2:tt)*) => {
         #[doc = concat!("AVX-512 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
@@ -124,6 +184,7 @@ macro_rules! avx512_vector {
             unsafe fn select(self, a: Self, b: Self) -> Self {
                 $name($blend($cmp::<_CMP_NEQ_UQ>(self.0, $set1(0.0)), b.0, a.0))
             }
+            $($exp2)*
         }
     };
 }
@@ -144,7 +205,24 @@ avx512_vector!(
     _mm512_xor_ps,
     _mm512_cmp_ps_mask,
     _mm512_mask_blend_ps,
-    _mm512_maskz_mov_ps
+    _mm512_maskz_mov_ps,
+    exp2: exp2_f32_in_registers!(
+        Avx512F32,
+        _mm512_set1_ps,
+        _mm512_add_ps,
+        _mm512_sub_ps,
+        _mm512_mul_ps,
+        _mm512_max_ps,
+        _mm512_min_ps,
+        _mm512_set1_epi32,
+        _mm512_add_epi32,
+        _mm512_sub_epi32,
+        _mm512_srai_epi32,
+        _mm512_slli_epi32,
+        _mm512_castps_si512,
+        _mm512_castsi512_ps,
+        |x, r| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x)
+    );
 );
 avx512_vector!(
     Avx512F64,
@@ -162,13 +240,14 @@ avx512_vector!(
     _mm512_xor_pd,
     _mm512_cmp_pd_mask,
     _mm512_mask_blend_pd,
-    _mm512_maskz_mov_pd
+    _mm512_maskz_mov_pd,
+    exp2: exp2_by_lanes!(Avx512F64, f64, 8);
 );
 
 macro_rules! avx2_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
-     $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $blendv:ident) => {
+     $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $blendv:ident, exp2: $($exp2:tt)*) => {
         #[doc = concat!("AVX2 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
@@ -212,6 +291,7 @@ macro_rules! avx2_vector {
             unsafe fn select(self, a: Self, b: Self) -> Self {
                 $name($blendv(b.0, a.0, $cmp::<_CMP_NEQ_UQ>(self.0, $set1(0.0))))
             }
+            $($exp2)*
         }
     };
 }
@@ -233,7 +313,24 @@ avx2_vector!(
     _mm256_and_ps,
     _mm256_or_ps,
     _mm256_cmp_ps,
-    _mm256_blendv_ps
+    _mm256_blendv_ps,
+    exp2: exp2_f32_in_registers!(
+        Avx2F32,
+        _mm256_set1_ps,
+        _mm256_add_ps,
+        _mm256_sub_ps,
+        _mm256_mul_ps,
+        _mm256_max_ps,
+        _mm256_min_ps,
+        _mm256_set1_epi32,
+        _mm256_add_epi32,
+        _mm256_sub_epi32,
+        _mm256_srai_epi32,
+        _mm256_slli_epi32,
+        _mm256_castps_si256,
+        _mm256_castsi256_ps,
+        |x, r| _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
+    );
 );
 avx2_vector!(
     Avx2F64,
@@ -252,5 +349,70 @@ avx2_vector!(
     _mm256_and_pd,
     _mm256_or_pd,
     _mm256_cmp_pd,
-    _mm256_blendv_pd
+    _mm256_blendv_pd,
+    exp2: exp2_by_lanes!(Avx2F64, f64, 4);
 );
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::math::exp2_f32;
+    use crate::simd::{self, Level};
+
+    /// Every 97th float32 bit pattern of both signs, and the edges of exp2's range.
+    fn samples() -> Vec<f32> {
+        let mut xs: Vec<f32> = (0..0x7f80_0000u32)
+            .step_by(97)
+            .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
+            .collect();
+        xs.extend([
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            128.0,
+            127.99999,
+            -126.0,
+            -149.0,
+            -150.0,
+            -160.0,
+            -1e30,
+            0.0,
+            -0.0,
+        ]);
+        xs.resize(xs.len().next_multiple_of(16), 1.0);
+        xs
+    }
+
+    /// Runs `V::exp2` over `xs`, `V::LANES` at a time.
+    unsafe fn exp2_with<V: Vector<f32>>(xs: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; xs.len()];
+        for (o, x) in out
+            .chunks_exact_mut(V::LANES)
+            .zip(xs.chunks_exact(V::LANES))
+        {
+            V::load(x.as_ptr()).exp2().store(o.as_mut_ptr());
+        }
+        out
+    }
+
+    #[test]
+    fn exp2_in_registers_gives_the_scalar_bits() {
+        let xs = samples();
+        let want: Vec<u32> = xs.iter().map(|&x| exp2_f32(x).to_bits()).collect();
+        let levels = simd::supported();
+        for level in levels {
+            // SAFETY: `supported()` lists only levels this CPU runs.
+            let got = unsafe {
+                match level {
+                    Level::Avx512 => simd::avx512(|| exp2_with::<Avx512F32>(&xs)),
+                    Level::Avx2 => simd::avx2(|| exp2_with::<Avx2F32>(&xs)),
+                    _ => continue,
+                }
+            };
+            for ((x, g), w) in xs.iter().zip(&got).zip(&want) {
+                assert_eq!(g.to_bits(), *w, "{level:?} exp2({x}) = {g}");
+            }
+        }
+    }
+}

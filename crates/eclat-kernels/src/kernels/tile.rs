@@ -351,9 +351,10 @@ impl TileProgram {
                         #[inline(always)]
                         |v| v.is_zero(),
                     ),
-                    TileOp::Exp2 => {
-                        lanes!(acc, |b: &mut [T]| b.iter_mut().for_each(|x| *x = x.exp2()))
-                    }
+                    TileOp::Exp2 => acc.map(
+                        #[inline(always)]
+                        |v| v.exp2(),
+                    ),
                     TileOp::Log2 => {
                         lanes!(acc, |b: &mut [T]| b.iter_mut().for_each(|x| *x = x.log2()))
                     }
