@@ -45,6 +45,68 @@ pub trait Vector<T: Copy>: Copy {
     /// 2^x, bit-identical to [`crate::math::exp2_f32`] for float32 (float64:
     /// the platform's `exp2` per lane).
     unsafe fn exp2(self) -> Self;
+    /// sin(x), bit-identical to [`crate::math::sin_f32`] (and its exact path
+    /// for huge arguments) for float32; float64: the platform's `sin` per lane.
+    unsafe fn sin(self) -> Self;
+}
+
+/// `sin` lane by lane through memory (float64, and float32 vectors holding an
+/// argument beyond [`crate::math::SIN_FAST_LIMIT`], NaN or infinity).
+macro_rules! sin_by_lanes {
+    ($T:ty, $lanes:expr, $f:expr) => {
+        #[inline(always)]
+        unsafe fn sin(self) -> Self {
+            sin_lanes!(self, $T, $lanes, $f)
+        }
+    };
+}
+macro_rules! sin_lanes {
+    ($v:expr, $T:ty, $lanes:expr, $f:expr) => {{
+        let mut buf = [0.0 as $T; $lanes];
+        $v.store(buf.as_mut_ptr());
+        for v in buf.iter_mut() {
+            *v = $f(*v);
+        }
+        Self::load(buf.as_ptr())
+    }};
+}
+
+/// The sine of one float32 lane: the fast path, or the exact one for huge arguments.
+#[inline(always)]
+fn sin_f32_lane(x: f32) -> f32 {
+    if x.abs() <= crate::math::SIN_FAST_LIMIT {
+        crate::math::sin_f32(x)
+    } else {
+        crate::math::sin_f32_exact(x)
+    }
+}
+
+/// The float64 part of [`crate::math::sin_f32`] on one vector of widened
+/// arguments: the same operations in the same order. Returns the rounded
+/// quotient `t` (its low bits are the quadrant), the sine and the cosine of
+/// the reduced argument.
+macro_rules! sin_reduced {
+    ($xd:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {{
+        const MAGIC: f64 = 6_755_399_441_055_744.0;
+        const PIO2_HI: f64 = 1.570_796_326_734_125_6;
+        const PIO2_LO: f64 = 6.077_100_506_506_192e-11;
+        let xd = $xd;
+        let magic = $set1(MAGIC);
+        let t = $add($mul(xd, $set1(std::f64::consts::FRAC_2_PI)), magic);
+        let k = $sub(t, magic);
+        let r = $sub($sub(xd, $mul(k, $set1(PIO2_HI))), $mul(k, $set1(PIO2_LO)));
+        let r2 = $mul(r, r);
+        let mut ps = $set1(-1.0 / 39_916_800.0);
+        for c in [1.0 / 362_880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0] {
+            ps = $add($set1(c), $mul(r2, ps));
+        }
+        let sin = $add(r, $mul($mul(r, r2), ps));
+        let mut pc = $set1(-1.0 / 3_628_800.0);
+        for c in [1.0 / 40_320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5, 1.0] {
+            pc = $add($set1(c), $mul(r2, pc));
+        }
+        (t, sin, pc)
+    }};
 }
 
 /// `exp2` lane by lane through memory, for float64.
@@ -223,6 +285,32 @@ avx512_vector!(
         _mm512_castsi512_ps,
         |x, r| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x)
     );
+    #[inline(always)]
+    unsafe fn sin(self) -> Self {
+        let x = self.0;
+        let fast = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(x), _mm512_set1_ps(crate::math::SIN_FAST_LIMIT));
+        if fast != 0xffff {
+            return sin_lanes!(self, f32, 16, sin_f32_lane);
+        }
+        // Eight lanes at a time in float64, as sin_f32 computes.
+        // (macros, not closures: a closure may stay a call outside the ISA's code)
+        macro_rules! half {
+            ($xd:expr) => {{
+            let (t, sin, cos) = sin_reduced!($xd, _mm512_set1_pd, _mm512_add_pd, _mm512_sub_pd, _mm512_mul_pd);
+            let q = _mm512_castpd_si512(t);
+            let v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(q, _mm512_set1_epi64(1)), sin, cos);
+            let v = _mm512_mask_blend_pd(
+                _mm512_test_epi64_mask(q, _mm512_set1_epi64(2)),
+                v,
+                _mm512_xor_pd(v, _mm512_set1_pd(-0.0)),
+            );
+            _mm512_cvtpd_ps(v)
+            }};
+        }
+        let lo = half!(_mm512_cvtps_pd(_mm512_castps512_ps256(x)));
+        let hi = half!(_mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(x)));
+        Avx512F32(_mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi))
+    }
 );
 avx512_vector!(
     Avx512F64,
@@ -242,6 +330,7 @@ avx512_vector!(
     _mm512_mask_blend_pd,
     _mm512_maskz_mov_pd,
     exp2: exp2_by_lanes!(Avx512F64, f64, 8);
+    sin_by_lanes!(f64, 8, f64::sin);
 );
 
 macro_rules! avx2_vector {
@@ -331,6 +420,35 @@ avx2_vector!(
         _mm256_castsi256_ps,
         |x, r| _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
     );
+    #[inline(always)]
+    unsafe fn sin(self) -> Self {
+        let x = self.0;
+        let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+        let fast = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_FAST_LIMIT));
+        if _mm256_movemask_ps(fast) != 0xff {
+            return sin_lanes!(self, f32, 8, sin_f32_lane);
+        }
+        // Four lanes at a time in float64, as sin_f32 computes.
+        // (macros, not closures: a closure may stay a call outside the ISA's code)
+        macro_rules! half {
+            ($xd:expr) => {{
+            let (t, sin, cos) = sin_reduced!($xd, _mm256_set1_pd, _mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd);
+            let q = _mm256_castpd_si256(t);
+            macro_rules! bit {
+                ($b:expr) => {{
+                    let m = _mm256_set1_epi64x($b);
+                    _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(q, m), m))
+                }};
+            }
+            let v = _mm256_blendv_pd(sin, cos, bit!(1));
+            let v = _mm256_blendv_pd(v, _mm256_xor_pd(v, _mm256_set1_pd(-0.0)), bit!(2));
+            _mm256_cvtpd_ps(v)
+            }};
+        }
+        let lo = half!(_mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+        let hi = half!(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)));
+        Avx2F32(_mm256_set_m128(hi, lo))
+    }
 );
 avx2_vector!(
     Avx2F64,
@@ -351,6 +469,7 @@ avx2_vector!(
     _mm256_cmp_pd,
     _mm256_blendv_pd,
     exp2: exp2_by_lanes!(Avx2F64, f64, 4);
+    sin_by_lanes!(f64, 4, f64::sin);
 );
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -384,35 +503,60 @@ mod tests {
         xs
     }
 
-    /// Runs `V::exp2` over `xs`, `V::LANES` at a time.
-    unsafe fn exp2_with<V: Vector<f32>>(xs: &[f32]) -> Vec<f32> {
+    /// Runs `f` over `xs`, `V::LANES` at a time.
+    unsafe fn run<V: Vector<f32>>(xs: &[f32], f: unsafe fn(V) -> V) -> Vec<f32> {
         let mut out = vec![0.0; xs.len()];
         for (o, x) in out
             .chunks_exact_mut(V::LANES)
             .zip(xs.chunks_exact(V::LANES))
         {
-            V::load(x.as_ptr()).exp2().store(o.as_mut_ptr());
+            f(V::load(x.as_ptr())).store(o.as_mut_ptr());
         }
         out
     }
 
+    /// Checks `Vector::$method` against the scalar `reference` bit for bit, at
+    /// every SIMD level this CPU runs.
+    macro_rules! same_bits {
+        ($method:ident, $xs:expr, $reference:expr) => {{
+            let xs: Vec<f32> = $xs;
+            for level in simd::supported() {
+                // SAFETY: `supported()` lists only levels this CPU runs.
+                let got = unsafe {
+                    match level {
+                        Level::Avx512 => simd::avx512(|| {
+                            run::<Avx512F32>(&xs, <Avx512F32 as Vector<f32>>::$method)
+                        }),
+                        Level::Avx2 => {
+                            simd::avx2(|| run::<Avx2F32>(&xs, <Avx2F32 as Vector<f32>>::$method))
+                        }
+                        _ => continue,
+                    }
+                };
+                for (&x, g) in xs.iter().zip(&got) {
+                    let want: f32 = $reference(x);
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{level:?} {}({x}) = {g}, want {want}",
+                        stringify!($method)
+                    );
+                }
+            }
+        }};
+    }
+
     #[test]
     fn exp2_in_registers_gives_the_scalar_bits() {
-        let xs = samples();
-        let want: Vec<u32> = xs.iter().map(|&x| exp2_f32(x).to_bits()).collect();
-        let levels = simd::supported();
-        for level in levels {
-            // SAFETY: `supported()` lists only levels this CPU runs.
-            let got = unsafe {
-                match level {
-                    Level::Avx512 => simd::avx512(|| exp2_with::<Avx512F32>(&xs)),
-                    Level::Avx2 => simd::avx2(|| exp2_with::<Avx2F32>(&xs)),
-                    _ => continue,
-                }
-            };
-            for ((x, g), w) in xs.iter().zip(&got).zip(&want) {
-                assert_eq!(g.to_bits(), *w, "{level:?} exp2({x}) = {g}");
-            }
-        }
+        same_bits!(exp2, samples(), exp2_f32);
+    }
+
+    #[test]
+    fn sin_in_registers_gives_the_scalar_bits() {
+        same_bits!(sin, samples(), super::sin_f32_lane);
+        let mut dense: Vec<f32> = (-400_000..400_000).map(|i| i as f32 * 3.1e-4).collect();
+        dense.extend((1..50_000).map(|k| (k as f64 * std::f64::consts::PI) as f32));
+        dense.resize(dense.len().next_multiple_of(16), 0.5);
+        same_bits!(sin, dense, super::sin_f32_lane);
     }
 }

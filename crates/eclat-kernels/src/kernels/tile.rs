@@ -13,10 +13,10 @@
 //! A [`TileProgram`] is built from the expression once per kind of piece (which
 //! registers are broadcast scalars there), so its operands already say where
 //! each value lives. Results are bit-identical to the chunked machine: every op
-//! is the same scalar function.
+//! computes what the scalar function does, in the same order.
 
 use crate::dtype::{DType, Num};
-use crate::math::{exp2_f32, log2_f32, sin_f32, sin_f32_exact, SIN_FAST_LIMIT};
+use crate::math::log2_f32;
 use crate::op::Op;
 use crate::program::{Expr, StepOp};
 use crate::vector::Vector;
@@ -28,77 +28,23 @@ pub const K: usize = 8;
 /// The most positions a tile has (eight AVX-512 registers of float32).
 pub const MAX_TILE: usize = 128;
 
-/// A float dtype the tile machine evaluates in.
+/// A float dtype the tile machine evaluates in. Arithmetic, `exp2` and `sin`
+/// are [`Vector`] methods; `log2` runs the scalar function over the lanes.
 pub trait TileFloat: Num {
-    fn recip(self) -> Self;
-    fn sqrt(self) -> Self;
-    fn exp2(self) -> Self;
     fn log2(self) -> Self;
-    /// sin in place (float32 takes its exact path for huge arguments).
-    fn sin_lanes(x: &mut [Self]);
 }
 
 impl TileFloat for f32 {
     #[inline(always)]
-    fn recip(self) -> f32 {
-        1.0 / self
-    }
-    #[inline(always)]
-    fn sqrt(self) -> f32 {
-        f32::sqrt(self)
-    }
-    #[inline(always)]
-    fn exp2(self) -> f32 {
-        exp2_f32(self)
-    }
-    #[inline(always)]
     fn log2(self) -> f32 {
         log2_f32(self)
-    }
-    #[inline(always)]
-    fn sin_lanes(x: &mut [f32]) {
-        // Plain loops, no closures: everything here must inline into the
-        // SIMD level's code (a closure left as a call runs the scalar build).
-        let mut fast = true;
-        for v in x.iter() {
-            fast &= v.abs() <= SIN_FAST_LIMIT;
-        }
-        if fast {
-            for v in x.iter_mut() {
-                *v = sin_f32(*v);
-            }
-        } else {
-            for v in x.iter_mut() {
-                *v = if v.abs() <= SIN_FAST_LIMIT {
-                    sin_f32(*v)
-                } else {
-                    sin_f32_exact(*v)
-                };
-            }
-        }
     }
 }
 
 impl TileFloat for f64 {
     #[inline(always)]
-    fn recip(self) -> f64 {
-        1.0 / self
-    }
-    #[inline(always)]
-    fn sqrt(self) -> f64 {
-        f64::sqrt(self)
-    }
-    #[inline(always)]
-    fn exp2(self) -> f64 {
-        f64::exp2(self)
-    }
-    #[inline(always)]
     fn log2(self) -> f64 {
         f64::log2(self)
-    }
-    #[inline(always)]
-    fn sin_lanes(x: &mut [f64]) {
-        x.iter_mut().for_each(|v| *v = f64::sin(*v));
     }
 }
 
@@ -319,7 +265,7 @@ impl TileProgram {
                 }
             };
         }
-        // Transcendentals: the scalar function over the lanes, via memory.
+        // log2: the scalar function over the lanes, via memory.
         macro_rules! lanes {
             ($acc:expr, $f:expr) => {{
                 let mut buf = [T::default(); MAX_TILE];
@@ -358,7 +304,10 @@ impl TileProgram {
                     TileOp::Log2 => {
                         lanes!(acc, |b: &mut [T]| b.iter_mut().for_each(|x| *x = x.log2()))
                     }
-                    _ => lanes!(acc, T::sin_lanes), // Sin
+                    _ => acc.map(
+                        #[inline(always)]
+                        |v| v.sin(),
+                    ), // Sin
                 },
                 Kind::Binary(op, other, acc_first) => {
                     let o = get!(other, acc);
