@@ -220,9 +220,11 @@ pub fn decode(words: &[f64]) -> Result<Program> {
 /// Programs decoded recently on this thread, most recent last.
 const DECODED_CACHE_SIZE: usize = 64;
 
+/// A cached decoding: the words' hash, the words, the program.
+type Decoded = (u64, Vec<f64>, Arc<Program>);
+
 thread_local! {
-    static DECODED: std::cell::RefCell<Vec<(u64, Vec<f64>, Arc<Program>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static DECODED: std::cell::RefCell<Vec<Decoded>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`decode`], remembering the last programs this thread decoded: a training
