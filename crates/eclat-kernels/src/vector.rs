@@ -6,9 +6,11 @@
 //! vector-typed values; this module gives those values for AVX-512 and AVX2,
 //! float32 and float64. Every op rounds exactly as the scalar code does (IEEE
 //! add, mul, div, sqrt; the same NaN rules for max/min and comparisons), so
-//! tile results are bit-identical to the other kernels. float32 `exp2` is
-//! [`crate::math::exp2_f32`] spelled in intrinsics; the other transcendentals
-//! run the scalar [`crate::math`] functions over the lanes (LLVM vectorizes them).
+//! tile results are bit-identical to the other kernels. float32 `exp2`,
+//! `log2` and `sin` are the [`crate::math`] functions spelled in intrinsics
+//! (the same operations in the same order, no FMA; sin of huge arguments, NaN
+//! or infinity goes lane by lane to its exact path); float64 ones call the
+//! platform's functions lane by lane.
 //!
 //! Every method must be called from code compiled with the ISA's features
 //! ([`crate::simd::avx512`], [`crate::simd::avx2`]).
@@ -50,6 +52,35 @@ pub trait Vector<T: Copy>: Copy {
     /// sin(x), bit-identical to [`crate::math::sin_f32`] (and its exact path
     /// for huge arguments) for float32; float64: the platform's `sin` per lane.
     unsafe fn sin(self) -> Self;
+    /// log2(x), bit-identical to [`crate::math::log2_f32`] for float32
+    /// (float64: the platform's `log2` per lane).
+    unsafe fn log2(self) -> Self;
+}
+
+/// `log2` lane by lane through memory, for float64.
+macro_rules! log2_by_lanes {
+    ($T:ty, $lanes:expr) => {
+        #[inline(always)]
+        unsafe fn log2(self) -> Self {
+            sin_lanes!(self, $T, $lanes, <$T>::log2)
+        }
+    };
+}
+
+/// The float64 series of [`crate::math::log2_f32`] for one vector of widened
+/// mantissas `m` in [√½, √2): the same operations in the same order.
+macro_rules! log2_series {
+    ($m:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident, $div:ident) => {{
+        let m = $m;
+        let one = $set1(1.0);
+        let t = $div($sub(m, one), $add(m, one));
+        let t2 = $mul(t, t);
+        let mut p = $div(t2, $set1(13.0));
+        for c in [1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0] {
+            p = $mul(t2, $add($set1(c), p));
+        }
+        $mul($mul(t, $set1(2.0 / std::f64::consts::LN_2)), $add(one, p))
+    }};
 }
 
 /// `sin` lane by lane through memory (float64, and float32 vectors holding an
@@ -313,6 +344,39 @@ avx512_vector!(
         let hi = half!(_mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(x)));
         Avx512F32(_mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi))
     }
+    #[inline(always)]
+    unsafe fn log2(self) -> Self {
+        const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
+        let x = self.0;
+        // Subnormals are scaled into the normal range first.
+        let sub = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(f32::MIN_POSITIVE));
+        let xs = _mm512_mask_mul_ps(x, sub, x, _mm512_set1_ps(8_388_608.0));
+        let bits = _mm512_castps_si512(xs);
+        let k = _mm512_srai_epi32::<23>(_mm512_sub_epi32(bits, _mm512_set1_epi32(SQRT_HALF_BITS)));
+        let m = _mm512_castsi512_ps(_mm512_sub_epi32(bits, _mm512_slli_epi32::<23>(k)));
+        let k = _mm512_mask_sub_epi32(k, sub, k, _mm512_set1_epi32(23));
+        macro_rules! half {
+            ($m:expr, $k:expr) => {{
+                let s = log2_series!(
+                    _mm512_cvtps_pd($m),
+                    _mm512_set1_pd,
+                    _mm512_add_pd,
+                    _mm512_sub_pd,
+                    _mm512_mul_pd,
+                    _mm512_div_pd
+                );
+                _mm512_cvtpd_ps(_mm512_add_pd(_mm512_cvtepi32_pd($k), s))
+            }};
+        }
+        let lo = half!(_mm512_castps512_ps256(m), _mm512_castsi512_si256(k));
+        let hi = half!(_mm512_extractf32x8_ps::<1>(m), _mm512_extracti32x8_epi32::<1>(k));
+        let r = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+        let zero = _mm512_setzero_ps();
+        let r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, zero), r, _mm512_set1_ps(f32::NEG_INFINITY));
+        let r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_set1_ps(f32::INFINITY)), r, x);
+        let r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, zero), r, _mm512_set1_ps(f32::NAN));
+        Avx512F32(_mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x))
+    }
 );
 avx512_vector!(
     Avx512F64,
@@ -333,6 +397,7 @@ avx512_vector!(
     _mm512_maskz_mov_pd,
     exp2: exp2_by_lanes!(Avx512F64, f64, 8);
     sin_by_lanes!(f64, 8, f64::sin);
+    log2_by_lanes!(f64, 8);
 );
 
 macro_rules! avx2_vector {
@@ -451,6 +516,39 @@ avx2_vector!(
         let hi = half!(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)));
         Avx2F32(_mm256_set_m128(hi, lo))
     }
+    #[inline(always)]
+    unsafe fn log2(self) -> Self {
+        const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
+        let x = self.0;
+        // Subnormals are scaled into the normal range first.
+        let sub = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(f32::MIN_POSITIVE));
+        let xs = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(8_388_608.0)), sub);
+        let bits = _mm256_castps_si256(xs);
+        let k = _mm256_srai_epi32::<23>(_mm256_sub_epi32(bits, _mm256_set1_epi32(SQRT_HALF_BITS)));
+        let m = _mm256_castsi256_ps(_mm256_sub_epi32(bits, _mm256_slli_epi32::<23>(k)));
+        let k = _mm256_sub_epi32(k, _mm256_and_si256(_mm256_castps_si256(sub), _mm256_set1_epi32(23)));
+        macro_rules! half {
+            ($m:expr, $k:expr) => {{
+                let s = log2_series!(
+                    _mm256_cvtps_pd($m),
+                    _mm256_set1_pd,
+                    _mm256_add_pd,
+                    _mm256_sub_pd,
+                    _mm256_mul_pd,
+                    _mm256_div_pd
+                );
+                _mm256_cvtpd_ps(_mm256_add_pd(_mm256_cvtepi32_pd($k), s))
+            }};
+        }
+        let lo = half!(_mm256_castps256_ps128(m), _mm256_castsi256_si128(k));
+        let hi = half!(_mm256_extractf128_ps::<1>(m), _mm256_extracti128_si256::<1>(k));
+        let r = _mm256_set_m128(hi, lo);
+        let zero = _mm256_setzero_ps();
+        let r = _mm256_blendv_ps(r, _mm256_set1_ps(f32::NEG_INFINITY), _mm256_cmp_ps::<_CMP_EQ_OQ>(x, zero));
+        let r = _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_EQ_OQ>(x, _mm256_set1_ps(f32::INFINITY)));
+        let r = _mm256_blendv_ps(r, _mm256_set1_ps(f32::NAN), _mm256_cmp_ps::<_CMP_LT_OQ>(x, zero));
+        Avx2F32(_mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)))
+    }
 );
 avx2_vector!(
     Avx2F64,
@@ -472,6 +570,7 @@ avx2_vector!(
     _mm256_blendv_pd,
     exp2: exp2_by_lanes!(Avx2F64, f64, 4);
     sin_by_lanes!(f64, 4, f64::sin);
+    log2_by_lanes!(f64, 4);
 );
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -551,6 +650,15 @@ mod tests {
     #[test]
     fn exp2_in_registers_gives_the_scalar_bits() {
         same_bits!(exp2, samples(), exp2_f32);
+    }
+
+    #[test]
+    fn log2_in_registers_gives_the_scalar_bits() {
+        same_bits!(log2, samples(), crate::math::log2_f32);
+        let mut near_one: Vec<f32> = (0..800_000).map(|i| 0.9 + i as f32 * 2.5e-7).collect();
+        near_one.extend((1..=2000).map(f32::from_bits)); // subnormals
+        near_one.resize(near_one.len().next_multiple_of(16), 2.0);
+        same_bits!(log2, near_one, crate::math::log2_f32);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use super::matmul::{matmul_blocks, GemmElem};
 use super::reduce::{step_columns, Fold, BLOCK};
-use super::tile::{self, TileFloat, TileProgram, MAX_TILE};
+use super::tile::{self, TileProgram, MAX_TILE};
 use super::SharedOut;
 use super::Src;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
@@ -639,12 +639,7 @@ impl Eval<'_> {
     /// Runs the tile program over the piece's `n` positions into `dst`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn run_tiles<T: TileFloat, V: Vector<T>>(
-        &self,
-        scratch: &mut Scratch,
-        n: usize,
-        dst: *mut T,
-    ) {
+    unsafe fn run_tiles<T: Num, V: Vector<T>>(&self, scratch: &mut Scratch, n: usize, dst: *mut T) {
         let program = &scratch.tiles.as_ref().unwrap().1;
         let args = &scratch.args;
         let n_regs = args.len();

@@ -16,7 +16,6 @@
 //! computes what the scalar function does, in the same order.
 
 use crate::dtype::{DType, Num};
-use crate::math::log2_f32;
 use crate::op::Op;
 use crate::program::{Expr, StepOp};
 use crate::vector::Vector;
@@ -27,26 +26,6 @@ pub const K: usize = 8;
 
 /// The most positions a tile has (eight AVX-512 registers of float32).
 pub const MAX_TILE: usize = 128;
-
-/// A float dtype the tile machine evaluates in. Arithmetic, `exp2` and `sin`
-/// are [`Vector`] methods; `log2` runs the scalar function over the lanes.
-pub trait TileFloat: Num {
-    fn log2(self) -> Self;
-}
-
-impl TileFloat for f32 {
-    #[inline(always)]
-    fn log2(self) -> f32 {
-        log2_f32(self)
-    }
-}
-
-impl TileFloat for f64 {
-    #[inline(always)]
-    fn log2(self) -> f64 {
-        f64::log2(self)
-    }
-}
 
 /// Where a step's operand lives during a tile.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -239,7 +218,7 @@ impl TileProgram {
     /// Compiled with `V`'s ISA; `input` must return readable tiles for every
     /// `Operand::Input`.
     #[inline(always)]
-    pub unsafe fn tile<T: TileFloat, V: Vector<T>>(
+    pub unsafe fn tile<T: Num, V: Vector<T>>(
         &self,
         input: impl Fn(usize) -> *const T,
         splats: &[T],
@@ -264,17 +243,6 @@ impl TileProgram {
                     Operand::Slot(s) => slots[s],
                 }
             };
-        }
-        // log2: the scalar function over the lanes, via memory.
-        macro_rules! lanes {
-            ($acc:expr, $f:expr) => {{
-                let mut buf = [T::default(); MAX_TILE];
-                for (k, v) in $acc.iter().enumerate() {
-                    v.store(buf.as_mut_ptr().add(k * V::LANES));
-                }
-                $f(&mut buf[..K * V::LANES]);
-                load!(buf.as_ptr())
-            }};
         }
         let mut acc = [V::splat(T::default()); K];
         for step in &self.steps {
@@ -301,9 +269,10 @@ impl TileProgram {
                         #[inline(always)]
                         |v| v.exp2(),
                     ),
-                    TileOp::Log2 => {
-                        lanes!(acc, |b: &mut [T]| b.iter_mut().for_each(|x| *x = x.log2()))
-                    }
+                    TileOp::Log2 => acc.map(
+                        #[inline(always)]
+                        |v| v.log2(),
+                    ),
                     _ => acc.map(
                         #[inline(always)]
                         |v| v.sin(),
