@@ -247,8 +247,7 @@ export class Tensor {
     // `x.add(1)` in a loop: the constant's broadcast to x's shape is built once.
     const constant = node.arg.kind === 'load' && node.arg.slot.name === 'constant'
     const cached = constant ? constantBroadcasts.get(node) : undefined
-    const flags = gradEnabled() ? TRACKED : DETACHED
-    if (cached && cached.flags === flags && sameShape(cached.shape, shape)) return new Tensor(cached)
+    if (cached && cached.flags === (gradEnabled() ? TRACKED : DETACHED) && sameShape(cached.shape, shape)) return new Tensor(cached)
     const lead = shape.length - this.ndim
     const padded: Tensor = lead > 0 ? this.make('reshape', [this], NO_ARG, [...new Array<number>(lead).fill(1), ...node.shape], this.dtype) : this
     const out = padded.make('expand', [padded], NO_ARG, shape, this.dtype)
@@ -438,7 +437,7 @@ export class Tensor {
     if (numel(target) !== this.size) {
       throw new ShapeError(`reshape: cannot reshape ${fmtShape(this.shape)} (${this.size} elements, ${this.dtype}) to ${fmtShape(shape)} (${numel(target)} elements)`)
     }
-    if (target.length === this.ndim && target.every((d, i) => d === this.shape[i])) return this
+    if (sameShape(target, this.shape)) return this
     return this.make('reshape', [this], NO_ARG, target, this.dtype)
   }
 

@@ -255,22 +255,25 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   }
   parts.push(targets.length)
   for (const t of targets) parts.push(position.get(t)!)
-  const structure = parts
-  const hash = hashStructure(structure)
+  const hash = hashStructure(parts)
   const cached = programCache.get(hash)
   let words: Float64Array
-  if (cached && sameStructure(cached.structure, structure)) {
+  if (cached && sameStructure(cached.structure, parts)) {
     words = cached.words
     if (DEBUG_SCHEDULE) console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
   } else {
     words = encodeProgram(order, targets, leafIndex)
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
-    programCache.set(hash, { structure, words })
+    programCache.set(hash, { structure: parts, words })
   }
   return { words, buffers: inputs, nInputs: arrays.length, inputArrays: arrays }
 }
 
-/** Output byte views for a sync realize, appended to `buffers`; `finish` turns them into the outputs once the kernels ran. */
+/**
+ * Appends the output byte views of a realize to `buffers`; the returned
+ * function gives the outputs once the kernels ran (small outputs of a sync
+ * realize are copied out of the arena then).
+ */
 function outputsFor(targets: readonly LazyNode[], buffers: Uint8Array[], sync: boolean): () => TypedArray[] {
   let bytes = 0
   for (const t of targets) bytes += arenaSpan(t)

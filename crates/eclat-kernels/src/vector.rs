@@ -57,16 +57,6 @@ pub trait Vector<T: Copy>: Copy {
     unsafe fn log2(self) -> Self;
 }
 
-/// `log2` lane by lane through memory, for float64.
-macro_rules! log2_by_lanes {
-    ($T:ty, $lanes:expr) => {
-        #[inline(always)]
-        unsafe fn log2(self) -> Self {
-            sin_lanes!(self, $T, $lanes, <$T>::log2)
-        }
-    };
-}
-
 /// The float64 series of [`crate::math::log2_f32`] for one vector of widened
 /// mantissas `m` in [√½, √2): the same operations in the same order.
 macro_rules! log2_series {
@@ -83,17 +73,10 @@ macro_rules! log2_series {
     }};
 }
 
-/// `sin` lane by lane through memory (float64, and float32 vectors holding an
-/// argument beyond [`crate::math::SIN_FAST_LIMIT`], NaN or infinity).
-macro_rules! sin_by_lanes {
-    ($T:ty, $lanes:expr, $f:expr) => {
-        #[inline(always)]
-        unsafe fn sin(self) -> Self {
-            sin_lanes!(self, $T, $lanes, $f)
-        }
-    };
-}
-macro_rules! sin_lanes {
+/// `f` applied lane by lane through memory: float64 transcendentals, and
+/// float32 sines of vectors holding an argument beyond
+/// [`crate::math::SIN_FAST_LIMIT`], NaN or infinity.
+macro_rules! lane_by_lane {
     ($v:expr, $T:ty, $lanes:expr, $f:expr) => {{
         let mut buf = [0.0 as $T; $lanes];
         $v.store(buf.as_mut_ptr());
@@ -102,6 +85,24 @@ macro_rules! sin_lanes {
         }
         Self::load(buf.as_ptr())
     }};
+}
+
+/// A float64 vector's transcendentals: the platform's functions lane by lane.
+macro_rules! float64_transcendentals {
+    ($lanes:expr) => {
+        #[inline(always)]
+        unsafe fn exp2(self) -> Self {
+            lane_by_lane!(self, f64, $lanes, f64::exp2)
+        }
+        #[inline(always)]
+        unsafe fn sin(self) -> Self {
+            lane_by_lane!(self, f64, $lanes, f64::sin)
+        }
+        #[inline(always)]
+        unsafe fn log2(self) -> Self {
+            lane_by_lane!(self, f64, $lanes, f64::log2)
+        }
+    };
 }
 
 /// The sine of one float32 lane: the fast path, or the exact one for huge arguments.
@@ -140,21 +141,6 @@ macro_rules! sin_reduced {
         }
         (t, sin, pc)
     }};
-}
-
-/// `exp2` lane by lane through memory, for float64.
-macro_rules! exp2_by_lanes {
-    ($name:ident, $T:ty, $lanes:expr) => {
-        #[inline(always)]
-        unsafe fn exp2(self) -> Self {
-            let mut buf = [0.0 as $T; $lanes];
-            self.store(buf.as_mut_ptr());
-            for v in buf.iter_mut() {
-                *v = v.exp2();
-            }
-            Self::load(buf.as_ptr())
-        }
-    };
 }
 
 /// [`crate::math::exp2_f32`] in registers: the same operations in the same
@@ -241,7 +227,7 @@ macro_rules! arithmetic {
 macro_rules! avx512_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
-     $sqrt:ident, $xor:ident, $cmp:ident, $blend:ident, $maskz:ident, exp2: $($exp2:tt)*) => {
+     $sqrt:ident, $xor:ident, $cmp:ident, $blend:ident, $maskz:ident, transcendentals: $($transcendentals:tt)*) => {
         #[doc = concat!("AVX-512 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
@@ -279,7 +265,7 @@ macro_rules! avx512_vector {
             unsafe fn select(self, a: Self, b: Self) -> Self {
                 $name($blend($cmp::<_CMP_NEQ_UQ>(self.0, $set1(0.0)), b.0, a.0))
             }
-            $($exp2)*
+            $($transcendentals)*
         }
     };
 }
@@ -301,7 +287,7 @@ avx512_vector!(
     _mm512_cmp_ps_mask,
     _mm512_mask_blend_ps,
     _mm512_maskz_mov_ps,
-    exp2: exp2_f32_in_registers!(
+    transcendentals: exp2_f32_in_registers!(
         Avx512F32,
         _mm512_set1_ps,
         _mm512_add_ps,
@@ -323,7 +309,7 @@ avx512_vector!(
         let x = self.0;
         let fast = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(x), _mm512_set1_ps(crate::math::SIN_FAST_LIMIT));
         if fast != 0xffff {
-            return sin_lanes!(self, f32, 16, sin_f32_lane);
+            return lane_by_lane!(self, f32, 16, sin_f32_lane);
         }
         // Eight lanes at a time in float64, as sin_f32 computes.
         // (macros, not closures: a closure may stay a call outside the ISA's code)
@@ -395,15 +381,13 @@ avx512_vector!(
     _mm512_cmp_pd_mask,
     _mm512_mask_blend_pd,
     _mm512_maskz_mov_pd,
-    exp2: exp2_by_lanes!(Avx512F64, f64, 8);
-    sin_by_lanes!(f64, 8, f64::sin);
-    log2_by_lanes!(f64, 8);
+    transcendentals: float64_transcendentals!(8);
 );
 
 macro_rules! avx2_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
-     $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $blendv:ident, exp2: $($exp2:tt)*) => {
+     $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $blendv:ident, transcendentals: $($transcendentals:tt)*) => {
         #[doc = concat!("AVX2 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
@@ -447,7 +431,7 @@ macro_rules! avx2_vector {
             unsafe fn select(self, a: Self, b: Self) -> Self {
                 $name($blendv(b.0, a.0, $cmp::<_CMP_NEQ_UQ>(self.0, $set1(0.0))))
             }
-            $($exp2)*
+            $($transcendentals)*
         }
     };
 }
@@ -470,7 +454,7 @@ avx2_vector!(
     _mm256_or_ps,
     _mm256_cmp_ps,
     _mm256_blendv_ps,
-    exp2: exp2_f32_in_registers!(
+    transcendentals: exp2_f32_in_registers!(
         Avx2F32,
         _mm256_set1_ps,
         _mm256_add_ps,
@@ -493,7 +477,7 @@ avx2_vector!(
         let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
         let fast = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_FAST_LIMIT));
         if _mm256_movemask_ps(fast) != 0xff {
-            return sin_lanes!(self, f32, 8, sin_f32_lane);
+            return lane_by_lane!(self, f32, 8, sin_f32_lane);
         }
         // Four lanes at a time in float64, as sin_f32 computes.
         // (macros, not closures: a closure may stay a call outside the ISA's code)
@@ -568,9 +552,7 @@ avx2_vector!(
     _mm256_or_pd,
     _mm256_cmp_pd,
     _mm256_blendv_pd,
-    exp2: exp2_by_lanes!(Avx2F64, f64, 4);
-    sin_by_lanes!(f64, 4, f64::sin);
-    log2_by_lanes!(f64, 4);
+    transcendentals: float64_transcendentals!(4);
 );
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -248,36 +248,25 @@ impl TileProgram {
         for step in &self.steps {
             acc = match step.kind {
                 Kind::Load(o) => get!(o, acc),
-                Kind::Unary(op) => match op {
-                    TileOp::Neg => acc.map(
-                        #[inline(always)]
-                        |v| v.neg(),
-                    ),
-                    TileOp::Recip => acc.map(
-                        #[inline(always)]
-                        |v| v.recip(),
-                    ),
-                    TileOp::Sqrt => acc.map(
-                        #[inline(always)]
-                        |v| v.sqrt(),
-                    ),
-                    TileOp::Not => acc.map(
-                        #[inline(always)]
-                        |v| v.is_zero(),
-                    ),
-                    TileOp::Exp2 => acc.map(
-                        #[inline(always)]
-                        |v| v.exp2(),
-                    ),
-                    TileOp::Log2 => acc.map(
-                        #[inline(always)]
-                        |v| v.log2(),
-                    ),
-                    _ => acc.map(
-                        #[inline(always)]
-                        |v| v.sin(),
-                    ), // Sin
-                },
+                Kind::Unary(op) => {
+                    macro_rules! each {
+                        ($method:ident) => {
+                            acc.map(
+                                #[inline(always)]
+                                |v| v.$method(),
+                            )
+                        };
+                    }
+                    match op {
+                        TileOp::Neg => each!(neg),
+                        TileOp::Recip => each!(recip),
+                        TileOp::Sqrt => each!(sqrt),
+                        TileOp::Not => each!(is_zero),
+                        TileOp::Exp2 => each!(exp2),
+                        TileOp::Log2 => each!(log2),
+                        _ => each!(sin), // Sin
+                    }
+                }
                 Kind::Binary(op, other, acc_first) => {
                     let o = get!(other, acc);
                     // Two loops rather than swapped copies of the operands
