@@ -34,7 +34,7 @@ fn transcendental_by_hand(out: &mut [f32], x: &[f32]) {
     for (o, x) in out.chunks_mut(64).zip(x.chunks(64)) {
         let mut fast = true;
         for v in x {
-            fast &= v.abs() <= math::SIN_FAST_LIMIT;
+            fast &= v.abs() <= math::SIN_F32_LIMIT;
         }
         if fast {
             for (o, &x) in o.iter_mut().zip(x) {
@@ -42,12 +42,7 @@ fn transcendental_by_hand(out: &mut [f32], x: &[f32]) {
             }
         } else {
             for (o, &x) in o.iter_mut().zip(x) {
-                let s = if x.abs() <= math::SIN_FAST_LIMIT {
-                    math::sin_f32(x)
-                } else {
-                    math::sin_f32_exact(x)
-                };
-                *o = s * math::exp2_f32(x) + x.sqrt();
+                *o = math::sin_f32_any(x) * math::exp2_f32(x) + x.sqrt();
             }
         }
     }

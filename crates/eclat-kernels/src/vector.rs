@@ -8,8 +8,8 @@
 //! add, mul, div, sqrt; the same NaN rules for max/min and comparisons), so
 //! tile results are bit-identical to the other kernels. float32 `exp2`,
 //! `log2` and `sin` are the [`crate::math`] functions spelled in intrinsics
-//! (the same operations in the same order, no FMA; sin of huge arguments, NaN
-//! or infinity goes lane by lane to its exact path); float64 ones call the
+//! (the same operations in the same order, no FMA; a vector holding a sine
+//! argument beyond 10^6, NaN or infinity goes lane by lane); float64 ones call the
 //! platform's functions lane by lane.
 //!
 //! Every method must be called from code compiled with the ISA's features
@@ -49,8 +49,8 @@ pub trait Vector<T: Copy>: Copy {
     /// 2^x, bit-identical to [`crate::math::exp2_f32`] for float32 (float64:
     /// the platform's `exp2` per lane).
     unsafe fn exp2(self) -> Self;
-    /// sin(x), bit-identical to [`crate::math::sin_f32`] (and its exact path
-    /// for huge arguments) for float32; float64: the platform's `sin` per lane.
+    /// sin(x), bit-identical to [`crate::math::sin_f32_any`] for float32
+    /// (float64: the platform's `sin` per lane).
     unsafe fn sin(self) -> Self;
     /// log2(x), bit-identical to [`crate::math::log2_f32`] for float32
     /// (float64: the platform's `log2` per lane).
@@ -105,41 +105,52 @@ macro_rules! float64_transcendentals {
     };
 }
 
-/// The sine of one float32 lane: the fast path, or the exact one for huge arguments.
-#[inline(always)]
-fn sin_f32_lane(x: f32) -> f32 {
-    if x.abs() <= crate::math::SIN_FAST_LIMIT {
-        crate::math::sin_f32(x)
-    } else {
-        crate::math::sin_f32_exact(x)
-    }
+/// [`crate::math::sin_reduce_f32`] on one float32 vector: the same operations
+/// in the same order. Returns r and the rounded quotient `t`, whose low bits
+/// are the quadrant.
+macro_rules! sin_reduce_f32 {
+    ($x:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {{
+        let x = $x;
+        let magic = $set1(12_582_912.0);
+        let t = $add($mul(x, $set1(std::f32::consts::FRAC_2_PI)), magic);
+        let k = $sub(t, magic);
+        let [p1, p2, p3, p4] = crate::math::PIO2_F32_PARTS;
+        let r = $sub($sub(x, $mul(k, $set1(p1))), $mul(k, $set1(p2)));
+        ($sub($sub(r, $mul(k, $set1(p3))), $mul(k, $set1(p4))), t)
+    }};
 }
 
-/// The float64 part of [`crate::math::sin_f32`] on one vector of widened
-/// arguments: the same operations in the same order. Returns the rounded
-/// quotient `t` (its low bits are the quadrant), the sine and the cosine of
-/// the reduced argument.
-macro_rules! sin_reduced {
+/// [`crate::math::sin_reduce_f64`] on one float64 vector of widened arguments:
+/// returns r (still float64) and k.
+macro_rules! sin_reduce_f64 {
     ($xd:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {{
-        const MAGIC: f64 = 6_755_399_441_055_744.0;
-        const PIO2_HI: f64 = 1.570_796_326_734_125_6;
-        const PIO2_LO: f64 = 6.077_100_506_506_192e-11;
         let xd = $xd;
-        let magic = $set1(MAGIC);
-        let t = $add($mul(xd, $set1(std::f64::consts::FRAC_2_PI)), magic);
-        let k = $sub(t, magic);
-        let r = $sub($sub(xd, $mul(k, $set1(PIO2_HI))), $mul(k, $set1(PIO2_LO)));
+        let magic = $set1(6_755_399_441_055_744.0);
+        let k = $sub(
+            $add($mul(xd, $set1(std::f64::consts::FRAC_2_PI)), magic),
+            magic,
+        );
+        let r = $sub(xd, $mul(k, $set1(crate::math::PIO2_F64_HI)));
+        ($sub(r, $mul(k, $set1(crate::math::PIO2_F64_LO))), k)
+    }};
+}
+
+/// The two polynomials of [`crate::math::sin_quadrant`] on one float32
+/// vector: the same operations in the same order. Returns (sin r, cos r).
+macro_rules! sin_cos_polynomials {
+    ($r:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {{
+        let r = $r;
         let r2 = $mul(r, r);
-        let mut ps = $set1(-1.0 / 39_916_800.0);
-        for c in [1.0 / 362_880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0] {
-            ps = $add($set1(c), $mul(r2, ps));
-        }
+        let [s0, s1, s2] = crate::math::SIN_POLY;
+        let [c0, c1, c2] = crate::math::COS_POLY;
+        let ps = $add($set1(s0), $mul(r2, $add($set1(s1), $mul(r2, $set1(s2)))));
+        let pc = $add($set1(c0), $mul(r2, $add($set1(c1), $mul(r2, $set1(c2)))));
         let sin = $add(r, $mul($mul(r, r2), ps));
-        let mut pc = $set1(-1.0 / 3_628_800.0);
-        for c in [1.0 / 40_320.0, -1.0 / 720.0, 1.0 / 24.0, -0.5, 1.0] {
-            pc = $add($set1(c), $mul(r2, pc));
-        }
-        (t, sin, pc)
+        let cos = $add(
+            $sub($set1(1.0), $mul($set1(0.5), r2)),
+            $mul($mul(r2, r2), pc),
+        );
+        (sin, cos)
     }};
 }
 
@@ -307,28 +318,40 @@ avx512_vector!(
     #[inline(always)]
     unsafe fn sin(self) -> Self {
         let x = self.0;
-        let fast = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(x), _mm512_set1_ps(crate::math::SIN_FAST_LIMIT));
-        if fast != 0xffff {
-            return lane_by_lane!(self, f32, 16, sin_f32_lane);
+        let abs = _mm512_abs_ps(x);
+        let small = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_F32_LIMIT));
+        let (mut r, t) = sin_reduce_f32!(x, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
+        let mut q = _mm512_castps_si512(t);
+        if small != 0xffff {
+            let wide = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_FAST_LIMIT));
+            if wide != 0xffff {
+                return lane_by_lane!(self, f32, 16, crate::math::sin_f32_any);
+            }
+            // Larger arguments reduce in float64, eight lanes at a time.
+            // (macros, not closures: a closure may stay a call outside the ISA's code)
+            macro_rules! half {
+                ($x:expr) => {{
+                    let xd = _mm512_cvtps_pd($x);
+                    let (r, k) = sin_reduce_f64!(xd, _mm512_set1_pd, _mm512_add_pd, _mm512_sub_pd, _mm512_mul_pd);
+                    (_mm512_cvtpd_ps(r), _mm512_cvtpd_epi32(k))
+                }};
+            }
+            let (r_lo, q_lo) = half!(_mm512_castps512_ps256(x));
+            let (r_hi, q_hi) = half!(_mm512_extractf32x8_ps::<1>(x));
+            let r_wide = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(r_lo), r_hi);
+            let q_wide = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q_lo), q_hi);
+            r = _mm512_mask_blend_ps(small, r_wide, r);
+            q = _mm512_mask_blend_epi32(small, q_wide, q);
         }
-        // Eight lanes at a time in float64, as sin_f32 computes.
-        // (macros, not closures: a closure may stay a call outside the ISA's code)
-        macro_rules! half {
-            ($xd:expr) => {{
-            let (t, sin, cos) = sin_reduced!($xd, _mm512_set1_pd, _mm512_add_pd, _mm512_sub_pd, _mm512_mul_pd);
-            let q = _mm512_castpd_si512(t);
-            let v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(q, _mm512_set1_epi64(1)), sin, cos);
-            let v = _mm512_mask_blend_pd(
-                _mm512_test_epi64_mask(q, _mm512_set1_epi64(2)),
-                v,
-                _mm512_xor_pd(v, _mm512_set1_pd(-0.0)),
-            );
-            _mm512_cvtpd_ps(v)
-            }};
-        }
-        let lo = half!(_mm512_cvtps_pd(_mm512_castps512_ps256(x)));
-        let hi = half!(_mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(x)));
-        Avx512F32(_mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi))
+        let (sin, cos) = sin_cos_polynomials!(r, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
+        let v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(q, _mm512_set1_epi32(1)), sin, cos);
+        let v = _mm512_mask_blend_ps(
+            _mm512_test_epi32_mask(q, _mm512_set1_epi32(2)),
+            v,
+            _mm512_xor_ps(v, _mm512_set1_ps(-0.0)),
+        );
+        // sin(±0) is ±0 (see `math::sin_f32`).
+        Avx512F32(_mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_ps()), v, x))
     }
     #[inline(always)]
     unsafe fn log2(self) -> Self {
@@ -475,30 +498,43 @@ avx2_vector!(
     unsafe fn sin(self) -> Self {
         let x = self.0;
         let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-        let fast = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_FAST_LIMIT));
-        if _mm256_movemask_ps(fast) != 0xff {
-            return lane_by_lane!(self, f32, 8, sin_f32_lane);
-        }
-        // Four lanes at a time in float64, as sin_f32 computes.
-        // (macros, not closures: a closure may stay a call outside the ISA's code)
-        macro_rules! half {
-            ($xd:expr) => {{
-            let (t, sin, cos) = sin_reduced!($xd, _mm256_set1_pd, _mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd);
-            let q = _mm256_castpd_si256(t);
-            macro_rules! bit {
-                ($b:expr) => {{
-                    let m = _mm256_set1_epi64x($b);
-                    _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(q, m), m))
+        let small = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_F32_LIMIT));
+        let (mut r, t) = sin_reduce_f32!(x, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let mut q = _mm256_castps_si256(t);
+        if _mm256_movemask_ps(small) != 0xff {
+            let wide = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_FAST_LIMIT));
+            if _mm256_movemask_ps(wide) != 0xff {
+                return lane_by_lane!(self, f32, 8, crate::math::sin_f32_any);
+            }
+            // Larger arguments reduce in float64, four lanes at a time.
+            // (macros, not closures: a closure may stay a call outside the ISA's code)
+            macro_rules! half {
+                ($x:expr) => {{
+                    let xd = _mm256_cvtps_pd($x);
+                    let (r, k) = sin_reduce_f64!(xd, _mm256_set1_pd, _mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd);
+                    (_mm256_cvtpd_ps(r), _mm256_cvtpd_epi32(k))
                 }};
             }
-            let v = _mm256_blendv_pd(sin, cos, bit!(1));
-            let v = _mm256_blendv_pd(v, _mm256_xor_pd(v, _mm256_set1_pd(-0.0)), bit!(2));
-            _mm256_cvtpd_ps(v)
+            let (r_lo, q_lo) = half!(_mm256_castps256_ps128(x));
+            let (r_hi, q_hi) = half!(_mm256_extractf128_ps::<1>(x));
+            r = _mm256_blendv_ps(_mm256_set_m128(r_hi, r_lo), r, small);
+            q = _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(_mm256_set_m128i(q_hi, q_lo)),
+                _mm256_castsi256_ps(q),
+                small,
+            ));
+        }
+        let (sin, cos) = sin_cos_polynomials!(r, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        macro_rules! bit {
+            ($b:expr) => {{
+                let m = _mm256_set1_epi32($b);
+                _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, m), m))
             }};
         }
-        let lo = half!(_mm256_cvtps_pd(_mm256_castps256_ps128(x)));
-        let hi = half!(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)));
-        Avx2F32(_mm256_set_m128(hi, lo))
+        let v = _mm256_blendv_ps(sin, cos, bit!(1));
+        let v = _mm256_blendv_ps(v, _mm256_xor_ps(v, _mm256_set1_ps(-0.0)), bit!(2));
+        // sin(±0) is ±0 (see `math::sin_f32`).
+        Avx2F32(_mm256_blendv_ps(v, x, _mm256_cmp_ps::<_CMP_EQ_OQ>(x, _mm256_setzero_ps())))
     }
     #[inline(always)]
     unsafe fn log2(self) -> Self {
@@ -645,10 +681,15 @@ mod tests {
 
     #[test]
     fn sin_in_registers_gives_the_scalar_bits() {
-        same_bits!(sin, samples(), super::sin_f32_lane);
-        let mut dense: Vec<f32> = (-400_000..400_000).map(|i| i as f32 * 3.1e-4).collect();
+        same_bits!(sin, samples(), crate::math::sin_f32_any);
+        let mut dense: Vec<f32> = (-400_000..400_000).map(|i| i as f32 * 3.1e-2).collect();
         dense.extend((1..50_000).map(|k| (k as f64 * std::f64::consts::PI) as f32));
         dense.resize(dense.len().next_multiple_of(16), 0.5);
-        same_bits!(sin, dense, super::sin_f32_lane);
+        same_bits!(sin, dense, crate::math::sin_f32_any);
+        // Vectors mixing the float32, float64 and exact paths.
+        let mixed: Vec<f32> = (0..160_000)
+            .map(|i| [0.5, -0.0, 7e3, -3e5, 2e6, -1.0][i % 6] * (1.0 + i as f32 * 1e-6))
+            .collect();
+        same_bits!(sin, mixed, crate::math::sin_f32_any);
     }
 }

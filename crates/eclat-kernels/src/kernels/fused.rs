@@ -23,7 +23,7 @@ use super::Src;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
 use crate::layout::{collapse, contiguous_strides, for_each_run, numel, Layout};
-use crate::math::{exp2_f32, log2_f32, sin_f32, sin_f32_exact, SIN_FAST_LIMIT};
+use crate::math::{exp2_f32, log2_f32, sin_f32, sin_f32_any, SIN_F32_LIMIT};
 use crate::op::Op;
 use crate::pool::{chunk_len, num_threads, PARALLEL_THRESHOLD};
 use crate::program::{Expr, Step, StepOp};
@@ -299,18 +299,18 @@ unsafe fn apply(step: &Step, dts: &[DType], args: &[Arg], out: *mut u8, n: usize
                 let o = out!(f32);
                 let x = a(0).get::<f32>(n);
                 unary(o, x, sin_f32);
-                // Huge arguments (and NaN, inf) take the exact path afterwards.
+                // Larger arguments (and NaN, inf) take their slower paths afterwards.
                 match a(0).get::<f32>(n) {
                     Operand::Slice(x) => {
                         for (o, &x) in o.iter_mut().zip(x) {
-                            if !(x.abs() <= SIN_FAST_LIMIT) {
-                                *o = sin_f32_exact(x);
+                            if !(x.abs() <= SIN_F32_LIMIT) {
+                                *o = sin_f32_any(x);
                             }
                         }
                     }
                     Operand::Splat(x) => {
-                        if !(x.abs() <= SIN_FAST_LIMIT) {
-                            o.fill(sin_f32_exact(x));
+                        if !(x.abs() <= SIN_F32_LIMIT) {
+                            o.fill(sin_f32_any(x));
                         }
                     }
                 }
