@@ -181,4 +181,54 @@ describe('malformed programs sent to the addon', () => {
     addon.realizeSync(program, [new Uint8Array(inputs.buffer), new Uint8Array(result.buffer)], 1)
     expect([...result]).toEqual([-1, -2, -3, -4])
   })
+
+  it('in the arena of small realizes: malformed headers and buffer tables become errors', () => {
+    const addon = createRequire(import.meta.url)('../native/index.cjs') as {
+      realizeInArena(arena: Uint8Array): void
+    }
+    // The same neg program, laid out as the arena protocol says: 2 buffers, 1 input,
+    // (offset, length) of each, the program's length and words, then the buffers.
+    const program = [2, 0, 0, 1, 4, 0, 1, 0, 1, 0, 1, 4, 1, 0, 0, 1, 1, 0]
+    const layout = (input: [number, number], output: [number, number]): Float64Array =>
+      Float64Array.from([2, 1, ...input, ...output, program.length, ...program])
+    const arena = new ArrayBuffer(1024)
+    const words = new Float64Array(arena)
+    const bytes = new Uint8Array(arena)
+    const run = (header: Float64Array): void => {
+      bytes.fill(0x5a)
+      words.set(header)
+      new Float32Array(arena, 256, 4).set([1, 2, 3, 4])
+      addon.realizeInArena(bytes)
+    }
+    run(layout([256, 16], [512, 16]))
+    expect([...new Float32Array(arena, 512, 4)]).toEqual([-1, -2, -3, -4])
+    expect(bytes.subarray(528).every((b) => b === 0x5a)).toBe(true) // nothing written past the output
+    const bad: [string, Float64Array][] = [
+      ['output overlapping the input', layout([256, 16], [264, 16])],
+      ['output before the input', layout([256, 16], [128, 16])],
+      ['output past the end', layout([256, 16], [1016, 16])],
+      ['buffer inside the header', layout([8, 16], [512, 16])],
+      ['misaligned buffer', layout([256, 16], [514, 16])],
+      ['huge length', layout([256, 16], [512, 2 ** 60])],
+      ['negative offset', layout([-8, 16], [512, 16])],
+      ['buffer count past the end', Float64Array.from([1e6, 1])],
+      ['program length past the end', Float64Array.from([0, 0, 5000])],
+      ['NaN count', Float64Array.from([NaN, 0])],
+    ]
+    for (const [what, header] of bad) expect(() => run(header), what).toThrow(/arena|slot|input|bytes/)
+    let seed = 11
+    const r = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32)
+    for (let trial = 0; trial < 2000; trial++) {
+      const header = layout([256, 16], [512, 16])
+      for (let k = 0; k < 3; k++) header[Math.floor(r() * header.length)] = r() < 0.8 ? Math.floor(r() * 600) : (r() - 0.5) * 1e12
+      try {
+        run(header)
+      } catch {
+        // an error is the expected outcome of most trials; a crash would end the run
+      }
+      expect(bytes.subarray(1024 - 8).every((b) => b === 0x5a), `trial ${trial}`).toBe(true)
+    }
+    run(layout([256, 16], [512, 16]))
+    expect([...new Float32Array(arena, 512, 4)]).toEqual([-1, -2, -3, -4])
+  })
 })

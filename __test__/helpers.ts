@@ -100,16 +100,20 @@ export function expectBackendsAgree(t: Tensor, tol: number, label: string): void
 /** Runs `fn` and returns how many times it called into the addon to realize. */
 export function countRealizeCalls(fn: () => void): number {
   const addon = loadAddon()
-  const original = addon.realizeSync
+  const { realizeSync, realizeInArena } = addon
   let calls = 0
   addon.realizeSync = (...args) => {
     calls++
-    return original(...args)
+    return realizeSync(...args)
+  }
+  addon.realizeInArena = (arena) => {
+    calls++
+    return realizeInArena(arena)
   }
   try {
     fn()
   } finally {
-    addon.realizeSync = original
+    Object.assign(addon, { realizeSync, realizeInArena })
   }
   return calls
 }

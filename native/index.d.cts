@@ -35,6 +35,18 @@ export declare function primitiveNames(): Array<string>
 export declare function realizeAsync(program: Float64Array, buffers: Array<Uint8Array>, nInputs: number): Promise<unknown>
 
 /**
+ * Runs a small program whose words, inputs and outputs all live in one
+ * `arena` (a long-lived buffer JavaScript reuses): one typed array crosses
+ * N-API instead of one per buffer, which is most of a tiny realize's cost.
+ *
+ * The arena starts with float64 words: the buffer count `b`, the input count,
+ * `b` (byte offset, byte length) pairs, the program's length and the program.
+ * Buffers follow at 8-byte-aligned offsets, in order and without overlap
+ * (inputs first, then outputs).
+ */
+export declare function realizeInArena(arena: Uint8Array): void
+
+/**
  * Runs an encoded program on the calling thread (which blocks until it is done).
  * `buffers` holds the program's inputs, then its outputs, as byte views. The
  * arrays are borrowed for the call (no references are created: this call is

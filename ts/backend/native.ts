@@ -12,6 +12,7 @@ import { describeKernel, schedule } from '../schedule.js'
 interface Addon {
   realizeSync(program: Float64Array, buffers: Uint8Array[], nInputs: number): void
   realizeAsync(program: Float64Array, buffers: Uint8Array[], nInputs: number): Promise<unknown>
+  realizeInArena(arena: Uint8Array): void
   primitiveNames(): string[]
   numThreads(): number
   simdLevel(): string
@@ -269,55 +270,78 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   return { words, buffers: inputs, nInputs: arrays.length, inputArrays: arrays }
 }
 
-/**
- * Appends the output byte views of a realize to `buffers`; the returned
- * function gives the outputs once the kernels ran (small outputs of a sync
- * realize are copied out of the arena then).
- */
-function outputsFor(targets: readonly LazyNode[], buffers: Uint8Array[], sync: boolean): () => TypedArray[] {
-  let bytes = 0
-  for (const t of targets) bytes += arenaSpan(t)
-  if (sync && bytes <= SMALL_OUTPUTS) {
-    // Small outputs are written into one long-lived buffer and copied out:
-    // a fresh off-heap array per output costs more than a tiny kernel.
-    let offset = 0
-    const views = targets.map((t) => {
-      const view = new Uint8Array(arena, offset, numel(t.shape) * itemSize(t.dtype))
-      if (poisonOutputs()) view.fill(0xff)
-      offset += arenaSpan(t)
-      buffers.push(view)
-      return view
-    })
-    return () => views.map((v, i) => copyOut(v, targets[i]!.dtype))
-  }
+/** Fresh output arrays for `targets`, their byte views appended to `buffers`. */
+function outputsFor(targets: readonly LazyNode[], buffers: Uint8Array[]): TypedArray[] {
   const outputs = targets.map((t) => outputBuffer(t.dtype, numel(t.shape)))
   for (const o of outputs) buffers.push(new Uint8Array(o.buffer, o.byteOffset, o.byteLength))
-  return () => outputs
+  return outputs
 }
 
-/** Sync realizes whose outputs total at most this many bytes write them into `arena`. */
-const SMALL_OUTPUTS = 4096
-const arena = new ArrayBuffer(SMALL_OUTPUTS)
-
-/** Bytes a target takes in the arena (8-byte aligned, so every dtype is aligned). */
-function arenaSpan(t: LazyNode): number {
-  return Math.ceil((numel(t.shape) * itemSize(t.dtype)) / 8) * 8
-}
+/**
+ * One long-lived buffer for small synchronous realizes: the header, the
+ * program, the inputs (copied in) and the outputs (copied out) all cross N-API
+ * as this one array (see `realizeInArena` in the addon). Handing over one
+ * typed array per input and output, and a fresh off-heap array per output,
+ * cost more than a tiny kernel.
+ */
+const ARENA_BYTES = 64 * 1024
+/** Realizes whose inputs and outputs total at most this many bytes use the arena. */
+const ARENA_DATA = 8 * 1024
+const arena = new ArrayBuffer(ARENA_BYTES)
+const ARENA_WORDS = new Float64Array(arena)
+const ARENA_BYTE_VIEW = new Uint8Array(arena)
 
 /** Typed views of the arena, by dtype (copying typed array to typed array keeps the copy on V8's heap). */
 const ARENA_VIEWS = {
   float32: new Float32Array(arena),
-  float64: new Float64Array(arena),
+  float64: ARENA_WORDS,
   int32: new Int32Array(arena),
-  bool: new Uint8Array(arena),
+  bool: ARENA_BYTE_VIEW,
 } as const
 
-/** A fresh typed array of `dtype` holding the bytes of `view` (a view of the arena). */
-function copyOut(view: Uint8Array, dtype: DType): TypedArray {
-  const size = itemSize(dtype)
-  const start = view.byteOffset / size
-  const out = allocate(dtype, view.byteLength / size)
-  out.set(ARENA_VIEWS[dtype].subarray(start, start + out.length))
+const align8 = (n: number): number => Math.ceil(n / 8) * 8
+
+/**
+ * Lays out a realize in the arena when it fits: writes the header, the
+ * program and the inputs, and returns the function that copies the outputs
+ * out once the kernels ran (or null when the realize is too large).
+ */
+function intoArena(p: Encoded, targets: readonly LazyNode[]): (() => TypedArray[]) | null {
+  const nBuffers = p.nInputs + targets.length
+  const programAt = 2 + 2 * nBuffers
+  let offset = 8 * (programAt + 1 + p.words.length)
+  let data = 0
+  for (let k = 0; k < p.nInputs; k++) data += align8(p.buffers[k]!.byteLength)
+  for (const t of targets) data += align8(numel(t.shape) * itemSize(t.dtype))
+  if (data > ARENA_DATA || offset + data > ARENA_BYTES) return null
+  ARENA_WORDS[0] = nBuffers
+  ARENA_WORDS[1] = p.nInputs
+  ARENA_WORDS[programAt] = p.words.length
+  ARENA_WORDS.set(p.words, programAt + 1)
+  for (let k = 0; k < p.nInputs; k++) {
+    const bytes = p.buffers[k]!
+    ARENA_WORDS[2 + 2 * k] = offset
+    ARENA_WORDS[3 + 2 * k] = bytes.byteLength
+    ARENA_BYTE_VIEW.set(bytes, offset)
+    offset += align8(bytes.byteLength)
+  }
+  const starts: number[] = []
+  targets.forEach((t, i) => {
+    const bytes = numel(t.shape) * itemSize(t.dtype)
+    ARENA_WORDS[2 + 2 * (p.nInputs + i)] = offset
+    ARENA_WORDS[3 + 2 * (p.nInputs + i)] = bytes
+    if (poisonOutputs()) ARENA_BYTE_VIEW.fill(0xff, offset, offset + bytes)
+    starts.push(offset)
+    offset += align8(bytes)
+  })
+  return () => targets.map((t, i) => copyOut(starts[i]!, t))
+}
+
+/** A fresh typed array holding target `t`'s values, written at byte `start` of the arena. */
+function copyOut(start: number, t: LazyNode): TypedArray {
+  const first = start / itemSize(t.dtype)
+  const out = allocate(t.dtype, numel(t.shape))
+  out.set(ARENA_VIEWS[t.dtype].subarray(first, first + out.length))
   return out
 }
 
@@ -345,17 +369,19 @@ export const nativeBackend: Backend = {
   name: 'native',
   run(order, targets) {
     const p = encode(order, targets)
-    const finish = outputsFor(targets, p.buffers, true)
+    const fromArena = intoArena(p, targets)
+    const outputs = fromArena ? null : outputsFor(targets, p.buffers)
     try {
-      loadAddon().realizeSync(p.words, p.buffers, p.nInputs)
+      if (fromArena) loadAddon().realizeInArena(ARENA_BYTE_VIEW)
+      else loadAddon().realizeSync(p.words, p.buffers, p.nInputs)
     } catch (e) {
       throw translate(e)
     }
-    return finish()
+    return fromArena ? fromArena() : outputs!
   },
   async runAsync(order, targets) {
     const p = encode(order, targets)
-    const outputs = outputsFor(targets, p.buffers, false)()
+    const outputs = outputsFor(targets, p.buffers)
     // The kernels read and write these off the JavaScript thread: not recyclable meanwhile.
     const inUse = [...p.inputArrays, ...outputs]
     markBusy(inUse)
