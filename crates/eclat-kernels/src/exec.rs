@@ -16,7 +16,7 @@ use crate::kernels::Src;
 use crate::layout::{numel, Layout};
 use crate::op::Op;
 use crate::pool::{pool, PARALLEL_THRESHOLD};
-use crate::program::{decode_cached, Expr, Instr, Program, Step, StepOp};
+use crate::program::{decode_cached, Expr, Instr, Program};
 use crate::{with_any_dtype, with_float_dtype, with_num_dtype};
 use std::ptr::NonNull;
 
@@ -193,10 +193,8 @@ struct Executor<'p> {
     inputs: &'p [&'p [u8]],
     /// Output buffers (pointer, byte length); `None` pointer for empty buffers.
     slots: Vec<(Option<NonNull<u8>>, usize)>,
-    slot_of: Vec<Option<usize>>,
     storages: Vec<Storage>,
     values: Vec<Option<Value>>,
-    last_use: Vec<usize>,
 }
 
 fn shape_err(instr: &Instr, what: String) -> KernelError {
@@ -226,27 +224,12 @@ impl<'p> Executor<'p> {
         inputs: &'p [&'p [u8]],
         slots: Vec<(Option<NonNull<u8>>, usize)>,
     ) -> Self {
-        let n = program.instrs.len();
-        let mut slot_of = vec![None; n];
-        let mut last_use = vec![0usize; n];
-        for (i, instr) in program.instrs.iter().enumerate() {
-            last_use[i] = i;
-            for &s in &instr.srcs {
-                last_use[s] = i;
-            }
-        }
-        for &(v, slot) in &program.outputs {
-            slot_of[v] = Some(slot);
-            last_use[v] = usize::MAX;
-        }
         Executor {
             program,
             inputs,
             slots,
-            slot_of,
-            storages: vec![],
-            values: vec![None; n],
-            last_use,
+            storages: Vec::with_capacity(program.instrs.len()),
+            values: vec![None; program.instrs.len()],
         }
     }
 
@@ -282,11 +265,11 @@ impl<'p> Executor<'p> {
             self.values[i] = Some(value);
             let instr = &self.program.instrs[i];
             for (k, &s) in instr.srcs.iter().enumerate() {
-                if self.last_use[s] == i && !instr.srcs[..k].contains(&s) {
+                if self.program.last_use[s] == i && !instr.srcs[..k].contains(&s) {
                     self.release(s);
                 }
             }
-            if self.last_use[i] == i {
+            if self.program.last_use[i] == i {
                 self.release(i);
             }
         }
@@ -568,10 +551,10 @@ impl<'p> Executor<'p> {
                 format!("{}: tensor too large", instr.op.name()),
             )
         })?;
-        let slot = self.slot_of[i].filter(|&s| self.slots[s].1 == bytes);
+        // A claimed slot's length becomes usize::MAX (below), so none is claimed twice.
+        let slot = self.program.slot_of[i].filter(|&s| self.slots[s].1 == bytes);
         let (ptr, owned) = match slot {
             Some(s) => {
-                self.slot_of[i] = None;
                 let ptr = self.slots[s].0.filter(|_| n > 0);
                 (ptr.unwrap_or(NonNull::<u64>::dangling().cast()), None)
             }
@@ -713,16 +696,6 @@ impl<'p> Executor<'p> {
                 "{name}: {} sources, expected {nsrc}",
                 s.len()
             )));
-        }
-        if instr.op.elementwise_arity().is_some() {
-            // One implementation per op: a primitive is a fused kernel of one
-            // step (which checks the operands' shapes and dtypes).
-            let step = Step {
-                op: StepOp::Op(instr.op),
-                dtype: dt,
-                operands: (0..nsrc).collect(),
-            };
-            return self.fused_with(i, &Expr { steps: vec![step] });
         }
         Ok(match instr.op {
             Op::Load => self.load(instr)?,
@@ -900,7 +873,10 @@ impl<'p> Executor<'p> {
                     })
                 }
             }
-            op => unreachable!("{} is elementwise: run as a fused kernel above", op.name()),
+            op => unreachable!(
+                "{} is elementwise: decoding gave it a one-step expression",
+                op.name()
+            ),
         })
     }
 

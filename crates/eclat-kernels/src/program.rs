@@ -90,6 +90,11 @@ impl Expr {
 pub struct Program {
     pub instrs: Vec<Instr>,
     pub outputs: Vec<(usize, usize)>,
+    /// The last instruction reading each value (`usize::MAX` for outputs):
+    /// its storage can be freed after that.
+    pub last_use: Vec<usize>,
+    /// The output slot each value fills, if any.
+    pub slot_of: Vec<Option<usize>>,
 }
 
 struct Reader<'a> {
@@ -182,6 +187,15 @@ pub fn decode(words: &[f64]) -> Result<Program> {
         let args = (0..n_args).map(|_| r.next()).collect::<Result<Vec<_>>>()?;
         let expr = if fused {
             Some(decode_expr(&mut r, i, n_srcs)?)
+        } else if op.elementwise_arity() == Some(n_srcs) {
+            // A primitive is a fused kernel of one step (one implementation per op).
+            Some(Expr {
+                steps: vec![Step {
+                    op: StepOp::Op(op),
+                    dtype,
+                    operands: (0..n_srcs).collect(),
+                }],
+            })
         } else {
             None
         };
@@ -214,7 +228,23 @@ pub fn decode(words: &[f64]) -> Result<Program> {
     if r.pos != words.len() {
         return Err(KernelError::format("trailing words after the program"));
     }
-    Ok(Program { instrs, outputs })
+    let mut last_use: Vec<usize> = (0..n).collect();
+    let mut slot_of = vec![None; n];
+    for (i, instr) in instrs.iter().enumerate() {
+        for &s in &instr.srcs {
+            last_use[s] = i;
+        }
+    }
+    for &(v, slot) in &outputs {
+        slot_of[v] = Some(slot);
+        last_use[v] = usize::MAX;
+    }
+    Ok(Program {
+        instrs,
+        outputs,
+        last_use,
+        slot_of,
+    })
 }
 
 /// Programs decoded recently on this thread, most recent last.
