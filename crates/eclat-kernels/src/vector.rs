@@ -8,7 +8,8 @@
 //! add, mul, div, sqrt; the same NaN rules for max/min and comparisons), so
 //! tile results are bit-identical to the other kernels. float32 `exp2`,
 //! `log2` and `sin` are the [`crate::math`] functions spelled in intrinsics
-//! (the same operations in the same order, no FMA; a vector holding a sine
+//! (the same operations in the same order, fused multiply-adds where they
+//! fuse; a vector holding a sine
 //! argument beyond 10^6, NaN or infinity goes lane by lane); float64 ones call the
 //! platform's functions lane by lane.
 //!
@@ -49,9 +50,20 @@ pub trait Vector<T: Copy>: Copy {
     /// 2^x, bit-identical to [`crate::math::exp2_f32`] for float32 (float64:
     /// the platform's `exp2` per lane).
     unsafe fn exp2(self) -> Self;
+    /// Whether every lane has |x| <= 125, where [`Vector::exp2_moderate`]
+    /// gives `exp2`'s bits with a cheaper scaling (false for float64).
+    unsafe fn exp2_is_moderate(self) -> bool;
+    /// [`Vector::exp2`] for vectors where [`Vector::exp2_is_moderate`] holds.
+    unsafe fn exp2_moderate(self) -> Self;
     /// sin(x), bit-identical to [`crate::math::sin_f32_any`] for float32
     /// (float64: the platform's `sin` per lane).
     unsafe fn sin(self) -> Self;
+    /// Whether every lane has |x| <= [`crate::math::SIN_F32_LIMIT`], where
+    /// [`Vector::sin_small`] gives `sin`'s bits without the checks for larger
+    /// arguments (false for float64).
+    unsafe fn sin_is_small(self) -> bool;
+    /// [`Vector::sin`] for vectors where [`Vector::sin_is_small`] holds.
+    unsafe fn sin_small(self) -> Self;
     /// log2(x), bit-identical to [`crate::math::log2_f32`] for float32
     /// (float64: the platform's `log2` per lane).
     unsafe fn log2(self) -> Self;
@@ -95,8 +107,24 @@ macro_rules! float64_transcendentals {
             lane_by_lane!(self, f64, $lanes, f64::exp2)
         }
         #[inline(always)]
+        unsafe fn exp2_is_moderate(self) -> bool {
+            false
+        }
+        #[inline(always)]
+        unsafe fn exp2_moderate(self) -> Self {
+            self.exp2()
+        }
+        #[inline(always)]
         unsafe fn sin(self) -> Self {
             lane_by_lane!(self, f64, $lanes, f64::sin)
+        }
+        #[inline(always)]
+        unsafe fn sin_is_small(self) -> bool {
+            false
+        }
+        #[inline(always)]
+        unsafe fn sin_small(self) -> Self {
+            self.sin()
         }
         #[inline(always)]
         unsafe fn log2(self) -> Self {
@@ -109,14 +137,16 @@ macro_rules! float64_transcendentals {
 /// in the same order. Returns r and the rounded quotient `t`, whose low bits
 /// are the quadrant.
 macro_rules! sin_reduce_f32 {
-    ($x:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {{
+    ($x:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident, $fnmadd:ident) => {{
         let x = $x;
         let magic = $set1(12_582_912.0);
         let t = $add($mul(x, $set1(std::f32::consts::FRAC_2_PI)), magic);
         let k = $sub(t, magic);
-        let [p1, p2, p3, p4] = crate::math::PIO2_F32_PARTS;
-        let r = $sub($sub(x, $mul(k, $set1(p1))), $mul(k, $set1(p2)));
-        ($sub($sub(r, $mul(k, $set1(p3))), $mul(k, $set1(p4))), t)
+        let mut r = x;
+        for p in crate::math::PIO2_F32_PARTS {
+            r = $fnmadd(k, $set1(p), r);
+        }
+        (r, t)
     }};
 }
 
@@ -138,67 +168,63 @@ macro_rules! sin_reduce_f64 {
 /// The two polynomials of [`crate::math::sin_quadrant`] on one float32
 /// vector: the same operations in the same order. Returns (sin r, cos r).
 macro_rules! sin_cos_polynomials {
-    ($r:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident) => {{
+    ($r:expr, $set1:ident, $mul:ident, $fmadd:ident) => {{
         let r = $r;
         let r2 = $mul(r, r);
         let [s0, s1, s2] = crate::math::SIN_POLY;
         let [c0, c1, c2] = crate::math::COS_POLY;
-        let ps = $add($set1(s0), $mul(r2, $add($set1(s1), $mul(r2, $set1(s2)))));
-        let pc = $add($set1(c0), $mul(r2, $add($set1(c1), $mul(r2, $set1(c2)))));
-        let sin = $add(r, $mul($mul(r, r2), ps));
-        let cos = $add(
-            $sub($set1(1.0), $mul($set1(0.5), r2)),
-            $mul($mul(r2, r2), pc),
-        );
+        let ps = $fmadd($fmadd($set1(s2), r2, $set1(s1)), r2, $set1(s0));
+        let pc = $fmadd($fmadd($set1(c2), r2, $set1(c1)), r2, $set1(c0));
+        let sin = $fmadd($mul(r, r2), ps, r);
+        let cos = $fmadd($mul(r2, r2), pc, $fmadd($set1(-0.5), r2, $set1(1.0)));
         (sin, cos)
     }};
 }
 
+/// The reduction and polynomial of [`crate::math::exp2_f32`] on one vector of
+/// (clamped) arguments: x = n + f with f in [-0.5, 0.5]; returns (2^f, n).
+macro_rules! exp2_reduced {
+    ($xc:expr, $set1:ident, $add:ident, $sub:ident, $set1_epi32:ident, $sub_epi32:ident,
+     $as_int:ident, $fmadd:ident) => {{
+        const MAGIC: f32 = 12_582_912.0;
+        let magic = $set1(MAGIC);
+        let xc = $xc;
+        let t = $add(xc, magic);
+        let n = $sub_epi32($as_int(t), $set1_epi32(MAGIC.to_bits() as i32));
+        let f = $sub(xc, $sub(t, magic));
+        // The polynomial of `exp2_f32`, innermost term first.
+        let mut p = $set1(crate::math::EXP2_POLY[0]);
+        for c in &crate::math::EXP2_POLY[1..] {
+            p = $fmadd(p, f, $set1(*c));
+        }
+        (p, n)
+    }};
+}
+
 /// [`crate::math::exp2_f32`] in registers: the same operations in the same
-/// order (no FMA), so the same bits. When every lane has |x| <= 125 the
-/// result is normal, and scaling by 2^n is adding n to the exponent: the
-/// same value as the two exact multiplications the scalar function makes
+/// order, so the same bits. When every lane has |x| <= 125 the result is
+/// normal, and scaling by 2^n is adding n to the exponent (`exp2_moderate`):
+/// the same value as the two exact multiplications the scalar function makes
 /// (which keep subnormal results rounded once), for a third fewer operations.
 macro_rules! exp2_f32_in_registers {
     ($name:ident, $set1:ident, $add:ident, $sub:ident, $mul:ident, $max:ident, $min:ident,
      $set1_epi32:ident, $add_epi32:ident, $sub_epi32:ident, $srai:ident, $slli:ident,
-     $as_int:ident, $as_float:ident, |$x:ident, $r:ident| $keep_nan:expr,
+     $as_int:ident, $as_float:ident, $fmadd:ident, |$x:ident, $r:ident| $keep_nan:expr,
      |$v:ident| $all_moderate:expr) => {
         #[inline(always)]
         unsafe fn exp2(self) -> Self {
-            const MAGIC: f32 = 12_582_912.0;
             let x = self.0;
-            let magic = $set1(MAGIC);
-            // 2^f on f = x - n in [-0.5, 0.5]: the polynomial of `exp2_f32`,
-            // innermost term first.
-            macro_rules! reduce {
-                ($xc:expr) => {{
-                    let xc = $xc;
-                    let t = $add(xc, magic);
-                    let n = $sub_epi32($as_int(t), $set1_epi32(MAGIC.to_bits() as i32));
-                    let f = $sub(xc, $sub(t, magic));
-                    let mut p = $set1(1.525_273_4e-5);
-                    for c in [
-                        1.540_353e-4,
-                        0.001_333_355_8,
-                        0.009_618_129,
-                        0.055_504_11,
-                        0.240_226_5,
-                        0.693_147_2,
-                        1.0,
-                    ] {
-                        p = $add($set1(c), $mul(f, p));
-                    }
-                    (p, n)
-                }};
-            }
-            let $v = x;
-            if $all_moderate {
-                let (p, n) = reduce!(x);
-                return $name($as_float($add_epi32($as_int(p), $slli::<23>(n))));
-            }
             // max(x, -160) is -160 for NaN, as f32::max is; NaN comes back below.
-            let (p, n) = reduce!($min($max(x, $set1(-160.0)), $set1(128.0)));
+            let (p, n) = exp2_reduced!(
+                $min($max(x, $set1(-160.0)), $set1(128.0)),
+                $set1,
+                $add,
+                $sub,
+                $set1_epi32,
+                $sub_epi32,
+                $as_int,
+                $fmadd
+            );
             let n1 = $srai::<1>(n);
             let n2 = $sub_epi32(n, n1);
             let bias = $set1_epi32(127);
@@ -207,6 +233,26 @@ macro_rules! exp2_f32_in_registers {
             let $r = $mul($mul(p, s1), s2);
             let $x = x;
             $name($keep_nan)
+        }
+        #[inline(always)]
+        unsafe fn exp2_is_moderate(self) -> bool {
+            let $v = self.0;
+            $all_moderate
+        }
+        #[inline(always)]
+        unsafe fn exp2_moderate(self) -> Self {
+            // The result is normal: scaling by 2^n adds n to the exponent.
+            let (p, n) = exp2_reduced!(
+                self.0,
+                $set1,
+                $add,
+                $sub,
+                $set1_epi32,
+                $sub_epi32,
+                $as_int,
+                $fmadd
+            );
+            $name($as_float($add_epi32($as_int(p), $slli::<23>(n))))
         }
     };
 }
@@ -297,6 +343,48 @@ macro_rules! avx512_vector {
     };
 }
 
+/// sin(x) from its reduced argument `r` and quadrant `q` (see
+/// [`crate::math::sin_quadrant`]), AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sin_of_reduced_avx512(x: __m512, r: __m512, q: __m512i) -> Avx512F32 {
+    let (sin, cos) = sin_cos_polynomials!(r, _mm512_set1_ps, _mm512_mul_ps, _mm512_fmadd_ps);
+    let v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(q, _mm512_set1_epi32(1)), sin, cos);
+    let v = _mm512_mask_blend_ps(
+        _mm512_test_epi32_mask(q, _mm512_set1_epi32(2)),
+        v,
+        _mm512_xor_ps(v, _mm512_set1_ps(-0.0)),
+    );
+    // sin(±0) is ±0 (see `math::sin_f32`).
+    Avx512F32(_mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_ps()),
+        v,
+        x,
+    ))
+}
+
+/// [`sin_of_reduced_avx512`] for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sin_of_reduced_avx2(x: __m256, r: __m256, q: __m256i) -> Avx2F32 {
+    let (sin, cos) = sin_cos_polynomials!(r, _mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps);
+    // (a macro, not a closure: a closure may stay a call outside the ISA's code)
+    macro_rules! bit {
+        ($b:expr) => {{
+            let m = _mm256_set1_epi32($b);
+            _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, m), m))
+        }};
+    }
+    let v = _mm256_blendv_ps(sin, cos, bit!(1));
+    let v = _mm256_blendv_ps(v, _mm256_xor_ps(v, _mm256_set1_ps(-0.0)), bit!(2));
+    // sin(±0) is ±0 (see `math::sin_f32`).
+    Avx2F32(_mm256_blendv_ps(
+        v,
+        x,
+        _mm256_cmp_ps::<_CMP_EQ_OQ>(x, _mm256_setzero_ps()),
+    ))
+}
+
 avx512_vector!(
     Avx512F32,
     f32,
@@ -329,6 +417,7 @@ avx512_vector!(
         _mm512_slli_epi32,
         _mm512_castps_si512,
         _mm512_castsi512_ps,
+        _mm512_fmadd_ps,
         |x, r| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x),
         |x| _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(x), _mm512_set1_ps(125.0)) == 0xffff
     );
@@ -337,7 +426,7 @@ avx512_vector!(
         let x = self.0;
         let abs = _mm512_abs_ps(x);
         let small = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_F32_LIMIT));
-        let (mut r, t) = sin_reduce_f32!(x, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
+        let (mut r, t) = sin_reduce_f32!(x, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_fnmadd_ps);
         let mut q = _mm512_castps_si512(t);
         if small != 0xffff {
             let wide = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_FAST_LIMIT));
@@ -360,15 +449,18 @@ avx512_vector!(
             r = _mm512_mask_blend_ps(small, r_wide, r);
             q = _mm512_mask_blend_epi32(small, q_wide, q);
         }
-        let (sin, cos) = sin_cos_polynomials!(r, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps);
-        let v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(q, _mm512_set1_epi32(1)), sin, cos);
-        let v = _mm512_mask_blend_ps(
-            _mm512_test_epi32_mask(q, _mm512_set1_epi32(2)),
-            v,
-            _mm512_xor_ps(v, _mm512_set1_ps(-0.0)),
-        );
-        // sin(±0) is ±0 (see `math::sin_f32`).
-        Avx512F32(_mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_ps()), v, x))
+        sin_of_reduced_avx512(x, r, q)
+    }
+    #[inline(always)]
+    unsafe fn sin_is_small(self) -> bool {
+        let abs = _mm512_abs_ps(self.0);
+        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_F32_LIMIT)) == 0xffff
+    }
+    #[inline(always)]
+    unsafe fn sin_small(self) -> Self {
+        let x = self.0;
+        let (r, t) = sin_reduce_f32!(x, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_fnmadd_ps);
+        sin_of_reduced_avx512(x, r, _mm512_castps_si512(t))
     }
     #[inline(always)]
     unsafe fn log2(self) -> Self {
@@ -509,6 +601,7 @@ avx2_vector!(
         _mm256_slli_epi32,
         _mm256_castps_si256,
         _mm256_castsi256_ps,
+        _mm256_fmadd_ps,
         |x, r| _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)),
         |x| {
             let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
@@ -520,7 +613,7 @@ avx2_vector!(
         let x = self.0;
         let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
         let small = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_F32_LIMIT));
-        let (mut r, t) = sin_reduce_f32!(x, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
+        let (mut r, t) = sin_reduce_f32!(x, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fnmadd_ps);
         let mut q = _mm256_castps_si256(t);
         if _mm256_movemask_ps(small) != 0xff {
             let wide = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_FAST_LIMIT));
@@ -545,17 +638,18 @@ avx2_vector!(
                 small,
             ));
         }
-        let (sin, cos) = sin_cos_polynomials!(r, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps);
-        macro_rules! bit {
-            ($b:expr) => {{
-                let m = _mm256_set1_epi32($b);
-                _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, m), m))
-            }};
-        }
-        let v = _mm256_blendv_ps(sin, cos, bit!(1));
-        let v = _mm256_blendv_ps(v, _mm256_xor_ps(v, _mm256_set1_ps(-0.0)), bit!(2));
-        // sin(±0) is ±0 (see `math::sin_f32`).
-        Avx2F32(_mm256_blendv_ps(v, x, _mm256_cmp_ps::<_CMP_EQ_OQ>(x, _mm256_setzero_ps())))
+        sin_of_reduced_avx2(x, r, q)
+    }
+    #[inline(always)]
+    unsafe fn sin_is_small(self) -> bool {
+        let abs = _mm256_and_ps(self.0, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_F32_LIMIT))) == 0xff
+    }
+    #[inline(always)]
+    unsafe fn sin_small(self) -> Self {
+        let x = self.0;
+        let (r, t) = sin_reduce_f32!(x, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fnmadd_ps);
+        sin_of_reduced_avx2(x, r, _mm256_castps_si256(t))
     }
     #[inline(always)]
     unsafe fn log2(self) -> Self {
@@ -702,7 +796,8 @@ mod tests {
             -0.5,
         ]);
         moderate.resize(moderate.len().next_multiple_of(16), 1.0);
-        same_bits!(exp2, moderate, exp2_f32);
+        same_bits!(exp2, moderate.clone(), exp2_f32);
+        same_bits!(exp2_moderate, moderate, exp2_f32);
     }
 
     #[test]
@@ -721,6 +816,11 @@ mod tests {
         dense.extend((1..50_000).map(|k| (k as f64 * std::f64::consts::PI) as f32));
         dense.resize(dense.len().next_multiple_of(16), 0.5);
         same_bits!(sin, dense, crate::math::sin_f32_any);
+        // The float32 path alone, up to its limit.
+        let mut small: Vec<f32> = (-640_000..640_000).map(|i| i as f32 * 1e-2).collect();
+        small.extend([6400.0, -6400.0, 0.0, -0.0]);
+        small.resize(small.len().next_multiple_of(16), 0.5);
+        same_bits!(sin_small, small, crate::math::sin_f32_any);
         // Vectors mixing the float32, float64 and exact paths.
         let mixed: Vec<f32> = (0..160_000)
             .map(|i| [0.5, -0.0, 7e3, -3e5, 2e6, -1.0][i % 6] * (1.0 + i as f32 * 1e-6))

@@ -257,14 +257,27 @@ impl TileProgram {
                             )
                         };
                     }
+                    // Whether every vector of the tile passes `$check` (then
+                    // one branch per tile picks the cheaper method).
+                    macro_rules! all {
+                        ($check:ident) => {
+                            acc.iter().fold(
+                                true,
+                                #[inline(always)]
+                                |all, v| all & v.$check(),
+                            )
+                        };
+                    }
                     match op {
                         TileOp::Neg => each!(neg),
                         TileOp::Recip => each!(recip),
                         TileOp::Sqrt => each!(sqrt),
                         TileOp::Not => each!(is_zero),
+                        TileOp::Exp2 if all!(exp2_is_moderate) => each!(exp2_moderate),
                         TileOp::Exp2 => each!(exp2),
                         TileOp::Log2 => each!(log2),
-                        _ => each!(sin), // Sin
+                        _ if all!(sin_is_small) => each!(sin_small), // Sin
+                        _ => each!(sin),
                     }
                 }
                 Kind::Binary(op, other, acc_first) => {
