@@ -109,14 +109,13 @@ pub const PIO2_F32_PARTS: [f32; 4] = [
 #[inline(always)]
 pub fn sin_reduce_f32(x: f32) -> (f32, u32) {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let [p1, p2, p3, p4] = PIO2_F32_PARTS;
     let t = x * std::f32::consts::FRAC_2_PI + MAGIC;
     let k = t - MAGIC;
     // Each k·part is exact, so the fused forms round as the plain ones would.
-    let r = (-k).mul_add(p1, x);
-    let r = (-k).mul_add(p2, r);
-    let r = (-k).mul_add(p3, r);
-    let r = (-k).mul_add(p4, r);
+    let mut r = x;
+    for part in PIO2_F32_PARTS {
+        r = (-k).mul_add(part, r);
+    }
     (r, t.to_bits() & 3)
 }
 

@@ -51,19 +51,31 @@ pub trait Vector<T: Copy>: Copy {
     /// the platform's `exp2` per lane).
     unsafe fn exp2(self) -> Self;
     /// Whether every lane has |x| <= 125, where [`Vector::exp2_moderate`]
-    /// gives `exp2`'s bits with a cheaper scaling (false for float64).
-    unsafe fn exp2_is_moderate(self) -> bool;
+    /// gives `exp2`'s bits with a cheaper scaling (by default never: float64).
+    #[inline(always)]
+    unsafe fn exp2_is_moderate(self) -> bool {
+        false
+    }
     /// [`Vector::exp2`] for vectors where [`Vector::exp2_is_moderate`] holds.
-    unsafe fn exp2_moderate(self) -> Self;
+    #[inline(always)]
+    unsafe fn exp2_moderate(self) -> Self {
+        self.exp2()
+    }
     /// sin(x), bit-identical to [`crate::math::sin_f32_any`] for float32
     /// (float64: the platform's `sin` per lane).
     unsafe fn sin(self) -> Self;
     /// Whether every lane has |x| <= [`crate::math::SIN_F32_LIMIT`], where
     /// [`Vector::sin_small`] gives `sin`'s bits without the checks for larger
-    /// arguments (false for float64).
-    unsafe fn sin_is_small(self) -> bool;
+    /// arguments (by default never: float64).
+    #[inline(always)]
+    unsafe fn sin_is_small(self) -> bool {
+        false
+    }
     /// [`Vector::sin`] for vectors where [`Vector::sin_is_small`] holds.
-    unsafe fn sin_small(self) -> Self;
+    #[inline(always)]
+    unsafe fn sin_small(self) -> Self {
+        self.sin()
+    }
     /// log2(x), bit-identical to [`crate::math::log2_f32`] for float32
     /// (float64: the platform's `log2` per lane).
     unsafe fn log2(self) -> Self;
@@ -107,24 +119,8 @@ macro_rules! float64_transcendentals {
             lane_by_lane!(self, f64, $lanes, f64::exp2)
         }
         #[inline(always)]
-        unsafe fn exp2_is_moderate(self) -> bool {
-            false
-        }
-        #[inline(always)]
-        unsafe fn exp2_moderate(self) -> Self {
-            self.exp2()
-        }
-        #[inline(always)]
         unsafe fn sin(self) -> Self {
             lane_by_lane!(self, f64, $lanes, f64::sin)
-        }
-        #[inline(always)]
-        unsafe fn sin_is_small(self) -> bool {
-            false
-        }
-        #[inline(always)]
-        unsafe fn sin_small(self) -> Self {
-            self.sin()
         }
         #[inline(always)]
         unsafe fn log2(self) -> Self {
