@@ -173,6 +173,21 @@ describe('realization', () => {
     expect(new Set(first.map((d) => d.buffer)).size).toBe(first.length)
   })
 
+  it('reads each small realize its own inputs when programs of several dtypes and sizes take turns', () => {
+    // Small realizes share one arena; a repeated program keeps its layout there
+    // and only its inputs are copied in again.
+    const f = (a: Tensor, b: Tensor, c: Tensor) => where(c, a.mul(2).add(b.cast('float32')), a)
+    for (let k = 0; k < 30; k++) {
+      const n = 1 + (k % 3)
+      const a = arange(n).add(k)
+      const b = tensor(Array.from({ length: n }, (_, i) => i * k), { dtype: 'int32' })
+      const c = tensor(Array.from({ length: n }, (_, i) => (i + k) % 2 === 0))
+      const expected = Array.from({ length: n }, (_, i) => ((i + k) % 2 === 0 ? 2 * (i + k) + i * k : i + k))
+      expect(f(a, b, c).toArray(), `step ${k}`).toEqual(expected)
+      expect(a.cast('float64').mul(0.5).toArray()).toEqual(Array.from({ length: n }, (_, i) => (i + k) / 2))
+    }
+  })
+
   it('runs 10,000 dependent ops without overflowing the stack', () => {
     let y = tensor([1])
     for (let k = 0; k < 10_000; k++) y = y.add(1)

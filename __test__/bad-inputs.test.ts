@@ -230,5 +230,12 @@ describe('malformed programs sent to the addon', () => {
     }
     run(layout([256, 16], [512, 16]))
     expect([...new Float32Array(arena, 512, 4)]).toEqual([-1, -2, -3, -4])
+    // An arena view that does not start on an 8-byte boundary still works (its header is copied).
+    const shifted = new ArrayBuffer(1024 + 4)
+    const view = new Uint8Array(shifted, 4, 1024)
+    view.set(bytes)
+    new Float32Array(shifted, 4 + 256, 4).set([5, 6, 7, 8])
+    addon.realizeInArena(view)
+    expect([...new Float32Array(shifted, 4 + 512, 4)]).toEqual([-5, -6, -7, -8])
   })
 })

@@ -54,13 +54,13 @@ export function loadAddon(): Addon {
   return addon
 }
 
-/** An encoded program and the buffers it reads and writes. */
+/** An encoded program and the data it reads. */
 interface Encoded {
   words: Float64Array
-  buffers: Uint8Array[]
-  nInputs: number
-  /** The realized nodes' data behind the first `nInputs` buffers. */
-  inputArrays: TypedArray[]
+  /** The realized nodes' data, input `k` of the program being the k-th. */
+  inputs: TypedArray[]
+  /** Their dtypes. */
+  inputDTypes: DType[]
 }
 
 /** Byte views of typed arrays, made once per array (a realize in a loop reads the same weights). */
@@ -76,26 +76,41 @@ function bytesOf(a: TypedArray): Uint8Array {
   return view
 }
 
-/** The op-specific arguments of an instruction (see `program.rs`). */
-function argsOf(node: LazyNode): number[] {
+/** Appends the op-specific arguments of an instruction (see `program.rs`) to `out`. */
+function pushArgs(out: number[], node: LazyNode): void {
   const a = node.arg
   switch (a.kind) {
     case 'axes':
-      return [a.axes.length, ...a.axes]
+      out.push(a.axes.length)
+      for (const axis of a.axes) out.push(axis)
+      return
     case 'order':
-      return [...a.order]
+      for (const d of a.order) out.push(d)
+      return
     case 'slice':
-      return a.starts.flatMap((s, d) => [s, a.steps[d]!])
+      for (let d = 0; d < a.starts.length; d++) out.push(a.starts[d]!, a.steps[d]!)
+      return
     case 'pad':
-      return [a.value, ...a.before]
+      out.push(a.value)
+      for (const b of a.before) out.push(b)
+      return
     case 'scan':
-      return [a.axis, a.reverse ? 1 : 0]
+      out.push(a.axis, a.reverse ? 1 : 0)
+      return
     case 'axis':
-      return [a.axis]
+      out.push(a.axis)
+      return
     case 'none':
     case 'load':
-      return []
+      return
   }
+}
+
+/** The op-specific arguments of an instruction. */
+function argsOf(node: LazyNode): number[] {
+  const args: number[] = []
+  pushArgs(args, node)
+  return args
 }
 
 /** Added to a root op's code to mark a fused kernel (see `program.rs`). */
@@ -194,9 +209,12 @@ const PROGRAM_CACHE_SIZE = 512
 
 /** Appends a node's op, dtype, shape and arguments to a structure description. */
 function describeNode(out: number[], node: LazyNode): void {
-  out.push(OP_CODE[node.op], DTYPE_CODE[node.dtype], node.shape.length, ...node.shape)
-  const args = argsOf(node)
-  out.push(args.length, ...args)
+  out.push(OP_CODE[node.op], DTYPE_CODE[node.dtype], node.shape.length)
+  for (const d of node.shape) out.push(d)
+  const at = out.length
+  out.push(0)
+  pushArgs(out, node)
+  out[at] = out.length - at - 1
 }
 
 /**
@@ -221,6 +239,9 @@ function sameStructure(a: readonly number[], b: readonly number[]): boolean {
   return true
 }
 
+/** The structure description of the realize being encoded (reused: a tiny realize allocates little). */
+const structureScratch: number[] = []
+
 /**
  * The program computing `targets` (from `order`) and the buffers it reads: the
  * data of every realized node the graph reaches, input `k` being the k-th met.
@@ -229,9 +250,10 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   const position = new Map<LazyNode, number>()
   order.forEach((n, i) => position.set(n, i))
   const leafIndex = new Map<LazyNode, number>()
-  const inputs: Uint8Array[] = []
-  const arrays: TypedArray[] = []
-  const parts: number[] = []
+  const inputs: TypedArray[] = []
+  const inputDTypes: DType[] = []
+  const parts = structureScratch
+  parts.length = 0
   for (const node of order) {
     describeNode(parts, node)
     parts.push(node.srcs.length)
@@ -245,10 +267,11 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
       if (k === undefined) {
         k = inputs.length
         leafIndex.set(src, k)
-        arrays.push(src.data!)
-        inputs.push(bytesOf(src.data!))
+        inputs.push(src.data!)
+        inputDTypes.push(src.dtype)
         // a realized input: its index (negative), dtype and shape
-        parts.push(-1 - k, DTYPE_CODE[src.dtype], src.shape.length, ...src.shape)
+        parts.push(-1 - k, DTYPE_CODE[src.dtype], src.shape.length)
+        for (const d of src.shape) parts.push(d)
       } else {
         parts.push(-1 - k)
       }
@@ -265,16 +288,14 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   } else {
     words = encodeProgram(order, targets, leafIndex)
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
-    programCache.set(hash, { structure: parts, words })
+    programCache.set(hash, { structure: parts.slice(), words })
   }
-  return { words, buffers: inputs, nInputs: arrays.length, inputArrays: arrays }
+  return { words, inputs, inputDTypes }
 }
 
-/** Fresh output arrays for `targets`, their byte views appended to `buffers`. */
-function outputsFor(targets: readonly LazyNode[], buffers: Uint8Array[]): TypedArray[] {
-  const outputs = targets.map((t) => outputBuffer(t.dtype, numel(t.shape)))
-  for (const o of outputs) buffers.push(new Uint8Array(o.buffer, o.byteOffset, o.byteLength))
-  return outputs
+/** Fresh output arrays for `targets`. */
+function outputsFor(targets: readonly LazyNode[]): TypedArray[] {
+  return targets.map((t) => outputBuffer(t.dtype, numel(t.shape)))
 }
 
 /**
@@ -301,47 +322,87 @@ const ARENA_VIEWS = {
 
 const align8 = (n: number): number => Math.ceil(n / 8) * 8
 
+/** Where the arena's current header puts a program's buffers (byte offsets). */
+interface ArenaLayout {
+  words: Float64Array
+  inputStarts: number[]
+  inputBytes: number[]
+  outputStarts: number[]
+}
+
 /**
- * Lays out a realize in the arena when it fits: writes the header, the
- * program and the inputs, and returns the function that copies the outputs
- * out once the kernels ran (or null when the realize is too large).
+ * The layout the arena holds now. A realize of the same program with inputs of
+ * the same sizes (every step of a loop) only copies its inputs in.
  */
-function intoArena(p: Encoded, targets: readonly LazyNode[]): (() => TypedArray[]) | null {
-  const nBuffers = p.nInputs + targets.length
+let arenaLayout: ArenaLayout | null = null
+
+function holdsLayout(layout: ArenaLayout | null, p: Encoded): layout is ArenaLayout {
+  if (layout === null || layout.words !== p.words || layout.inputBytes.length !== p.inputs.length) return false
+  for (let k = 0; k < p.inputs.length; k++) if (p.inputs[k]!.byteLength !== layout.inputBytes[k]) return false
+  return true
+}
+
+/**
+ * Lays out a realize in the arena when it fits: writes the header and the
+ * program (unless the arena holds them already) and the inputs, and returns
+ * the byte offsets where the outputs will be (or null when the realize is
+ * too large).
+ */
+function intoArena(p: Encoded, targets: readonly LazyNode[]): number[] | null {
+  let layout = arenaLayout
+  if (!holdsLayout(layout, p)) {
+    layout = arenaLayoutFor(p, targets)
+    if (layout === null) return null
+    arenaLayout = layout
+  }
+  p.inputs.forEach((input, k) => {
+    const view = ARENA_VIEWS[p.inputDTypes[k]!]
+    const first = layout.inputStarts[k]! / itemSize(p.inputDTypes[k]!)
+    // An element loop beats `set` (a call into the runtime) on a few elements.
+    if (input.length <= 64) for (let i = 0; i < input.length; i++) view[first + i] = input[i]!
+    else view.set(input, first)
+  })
+  if (poisonOutputs()) {
+    targets.forEach((t, i) => {
+      const start = layout.outputStarts[i]!
+      ARENA_BYTE_VIEW.fill(0xff, start, start + numel(t.shape) * itemSize(t.dtype))
+    })
+  }
+  return layout.outputStarts
+}
+
+/** Writes the header and program of `p` into the arena, or returns null when the realize does not fit. */
+function arenaLayoutFor(p: Encoded, targets: readonly LazyNode[]): ArenaLayout | null {
+  const nInputs = p.inputs.length
+  const nBuffers = nInputs + targets.length
   const programAt = 2 + 2 * nBuffers
+  const inputBytes = p.inputs.map((a) => a.byteLength)
+  const outputBytes = targets.map((t) => numel(t.shape) * itemSize(t.dtype))
   let offset = 8 * (programAt + 1 + p.words.length)
-  let data = 0
-  for (let k = 0; k < p.nInputs; k++) data += align8(p.buffers[k]!.byteLength)
-  for (const t of targets) data += align8(numel(t.shape) * itemSize(t.dtype))
+  const data = [...inputBytes, ...outputBytes].reduce((sum, n) => sum + align8(n), 0)
   if (data > ARENA_DATA || offset + data > ARENA_BYTES) return null
   ARENA_WORDS[0] = nBuffers
-  ARENA_WORDS[1] = p.nInputs
+  ARENA_WORDS[1] = nInputs
+  const starts = [...inputBytes, ...outputBytes].map((bytes, k) => {
+    ARENA_WORDS[2 + 2 * k] = offset
+    ARENA_WORDS[3 + 2 * k] = bytes
+    const start = offset
+    offset += align8(bytes)
+    return start
+  })
   ARENA_WORDS[programAt] = p.words.length
   ARENA_WORDS.set(p.words, programAt + 1)
-  for (let k = 0; k < p.nInputs; k++) {
-    const bytes = p.buffers[k]!
-    ARENA_WORDS[2 + 2 * k] = offset
-    ARENA_WORDS[3 + 2 * k] = bytes.byteLength
-    ARENA_BYTE_VIEW.set(bytes, offset)
-    offset += align8(bytes.byteLength)
-  }
-  const starts: number[] = []
-  targets.forEach((t, i) => {
-    const bytes = numel(t.shape) * itemSize(t.dtype)
-    ARENA_WORDS[2 + 2 * (p.nInputs + i)] = offset
-    ARENA_WORDS[3 + 2 * (p.nInputs + i)] = bytes
-    if (poisonOutputs()) ARENA_BYTE_VIEW.fill(0xff, offset, offset + bytes)
-    starts.push(offset)
-    offset += align8(bytes)
-  })
-  return () => targets.map((t, i) => copyOut(starts[i]!, t))
+  return { words: p.words, inputBytes, inputStarts: starts.slice(0, nInputs), outputStarts: starts.slice(nInputs) }
 }
 
 /** A fresh typed array holding target `t`'s values, written at byte `start` of the arena. */
 function copyOut(start: number, t: LazyNode): TypedArray {
   const first = start / itemSize(t.dtype)
   const out = allocate(t.dtype, numel(t.shape))
-  out.set(ARENA_VIEWS[t.dtype].subarray(first, first + out.length))
+  const view = ARENA_VIEWS[t.dtype]
+  // An element loop beats `set` (which first makes a subarray) on a few elements.
+  if (out.length <= 64) for (let i = 0; i < out.length; i++) out[i] = view[first + i]!
+  else out.set(view.subarray(first, first + out.length))
   return out
 }
 
@@ -369,24 +430,24 @@ export const nativeBackend: Backend = {
   name: 'native',
   run(order, targets) {
     const p = encode(order, targets)
-    const fromArena = intoArena(p, targets)
-    const outputs = fromArena ? null : outputsFor(targets, p.buffers)
+    const starts = intoArena(p, targets)
+    const outputs = starts ? null : outputsFor(targets)
     try {
-      if (fromArena) loadAddon().realizeInArena(ARENA_BYTE_VIEW)
-      else loadAddon().realizeSync(p.words, p.buffers, p.nInputs)
+      if (starts) loadAddon().realizeInArena(ARENA_BYTE_VIEW)
+      else loadAddon().realizeSync(p.words, [...p.inputs, ...outputs!].map(bytesOf), p.inputs.length)
     } catch (e) {
       throw translate(e)
     }
-    return fromArena ? fromArena() : outputs!
+    return starts ? targets.map((t, i) => copyOut(starts[i]!, t)) : outputs!
   },
   async runAsync(order, targets) {
     const p = encode(order, targets)
-    const outputs = outputsFor(targets, p.buffers)
+    const outputs = outputsFor(targets)
     // The kernels read and write these off the JavaScript thread: not recyclable meanwhile.
-    const inUse = [...p.inputArrays, ...outputs]
+    const inUse = [...p.inputs, ...outputs]
     markBusy(inUse)
     try {
-      await loadAddon().realizeAsync(p.words, p.buffers, p.nInputs)
+      await loadAddon().realizeAsync(p.words, [...p.inputs, ...outputs].map(bytesOf), p.inputs.length)
     } catch (e) {
       throw translate(e)
     } finally {

@@ -70,13 +70,25 @@ pub fn realize_in_arena(mut arena: Uint8ArraySlice) -> napi::Result<()> {
     // SAFETY: JavaScript does not run while this call lasts; the arena is
     // split below into disjoint regions before anything is written.
     let bytes: &mut [u8] = unsafe { arena.as_mut() };
-    let (words, data_start) = arena_words(bytes)?;
+    let data_start = 8 * header_words(bytes)?;
+    let (head, mut rest) = bytes.split_at_mut(data_start);
+    let copied: Vec<f64>;
+    // SAFETY: every bit pattern is a valid f64. JavaScript's arena is 8-byte
+    // aligned, so the words are read in place; a misaligned view is copied.
+    let words: &[f64] = match unsafe { head.align_to::<f64>() } {
+        ([], words, []) => words,
+        _ => {
+            copied = head
+                .chunks_exact(8)
+                .map(|w| f64::from_ne_bytes(w.try_into().expect("8 bytes")))
+                .collect();
+            &copied
+        }
+    };
     let header = |k: usize| words[k] as usize;
     let n_buffers = header(0);
     let n_inputs = header(1);
-    let program_len = header(2 + 2 * n_buffers);
-    let program = &words[3 + 2 * n_buffers..3 + 2 * n_buffers + program_len];
-    let mut rest = &mut bytes[data_start..];
+    let program = &words[3 + 2 * n_buffers..];
     let mut cursor = data_start;
     let mut views: Vec<&mut [u8]> = Vec::with_capacity(n_buffers);
     for k in 0..n_buffers {
@@ -104,17 +116,14 @@ fn arena_error(what: &str) -> Error {
     )
 }
 
-/// The arena's header and program words (checked to lie inside it) and the
-/// byte offset where its buffers may start.
-fn arena_words(bytes: &[u8]) -> napi::Result<(Vec<f64>, usize)> {
-    let word = |k: usize| -> napi::Result<f64> {
-        let b = bytes
+/// The number of header and program words at the arena's start, checked to
+/// lie inside it (the buffers may start right after them).
+fn header_words(bytes: &[u8]) -> napi::Result<usize> {
+    let count = |k: usize| -> napi::Result<usize> {
+        let word = bytes
             .get(8 * k..8 * k + 8)
             .ok_or_else(|| arena_error("header past the end"))?;
-        Ok(f64::from_ne_bytes(b.try_into().expect("8 bytes")))
-    };
-    let count = |k: usize| -> napi::Result<usize> {
-        let v = word(k)?;
+        let v = f64::from_ne_bytes(word.try_into().expect("8 bytes"));
         if v >= 0.0 && v.fract() == 0.0 && v < bytes.len() as f64 {
             Ok(v as usize)
         } else {
@@ -124,8 +133,10 @@ fn arena_words(bytes: &[u8]) -> napi::Result<(Vec<f64>, usize)> {
     let n_buffers = count(0)?;
     let program_at = 2 + 2 * n_buffers;
     let end = program_at + 1 + count(program_at)?;
-    let words = (0..end).map(word).collect::<napi::Result<Vec<f64>>>()?;
-    Ok((words, 8 * end))
+    if 8 * end > bytes.len() {
+        return Err(arena_error("header past the end"));
+    }
+    Ok(end)
 }
 
 /// A program run off the JavaScript thread.
