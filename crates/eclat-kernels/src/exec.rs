@@ -16,7 +16,7 @@ use crate::kernels::Src;
 use crate::layout::{numel, Layout};
 use crate::op::Op;
 use crate::pool::{pool, PARALLEL_THRESHOLD};
-use crate::program::{decode_cached, Expr, Instr, Program};
+use crate::program::{arg_usize, decode_cached, shape_err, Expr, Instr, Program};
 use crate::{with_any_dtype, with_float_dtype, with_num_dtype};
 use std::ptr::NonNull;
 
@@ -180,11 +180,12 @@ impl Drop for OwnedWords {
     }
 }
 
-/// A value of the program: a view of a storage.
-#[derive(Clone)]
-struct Value {
+/// A value of the program: a view of a storage, laid out as the program
+/// says (see [`Program::layouts`]).
+#[derive(Clone, Copy)]
+struct Value<'p> {
     storage: usize,
-    layout: Layout,
+    layout: &'p Layout,
     dtype: DType,
 }
 
@@ -194,28 +195,7 @@ struct Executor<'p> {
     /// Output buffers (pointer, byte length); `None` pointer for empty buffers.
     slots: Vec<(Option<NonNull<u8>>, usize)>,
     storages: Vec<Storage>,
-    values: Vec<Option<Value>>,
-}
-
-fn shape_err(instr: &Instr, what: String) -> KernelError {
-    KernelError::new(
-        ErrorKind::Shape,
-        format!("{}: {what} (shape {:?})", instr.op.name(), instr.shape),
-    )
-}
-
-fn arg_usize(instr: &Instr, k: usize) -> Result<usize> {
-    let v = *instr
-        .args
-        .get(k)
-        .ok_or_else(|| KernelError::format(format!("{}: missing argument {k}", instr.op.name())))?;
-    if v < 0.0 || v.fract() != 0.0 {
-        return Err(KernelError::format(format!(
-            "{}: argument {k} = {v} is not a count",
-            instr.op.name()
-        )));
-    }
-    Ok(v as usize)
+    values: Vec<Option<Value<'p>>>,
 }
 
 impl<'p> Executor<'p> {
@@ -290,7 +270,7 @@ impl<'p> Executor<'p> {
         }
     }
 
-    fn value(&self, v: usize) -> &Value {
+    fn value(&self, v: usize) -> &Value<'p> {
         self.values[v]
             .as_ref()
             .expect("sources are live until their last use")
@@ -336,7 +316,7 @@ impl<'p> Executor<'p> {
     }
 
     /// Untyped view of value `v` for fused kernels, checked against its storage.
-    fn raw_src<'a>(&self, label: impl Fn() -> String, v: usize) -> Result<RawSrc<'a>> {
+    fn raw_src(&self, label: impl Fn() -> String, v: usize) -> Result<RawSrc<'p>> {
         let value = self.value(v);
         let st = &self.storages[value.storage];
         let fits = value
@@ -360,12 +340,12 @@ impl<'p> Executor<'p> {
         Ok(RawSrc {
             bytes,
             dtype: value.dtype,
-            layout: value.layout.clone(),
+            layout: value.layout,
         })
     }
 
     /// A fused map or fused reduce of `expr` (see `kernels::fused`).
-    fn fused_with(&mut self, i: usize, expr: &Expr) -> Result<Value> {
+    fn fused_with(&mut self, i: usize, expr: &Expr) -> Result<Value<'p>> {
         let instr = &self.program.instrs[i];
         // Built only for error messages.
         let label = || expr.label();
@@ -376,9 +356,9 @@ impl<'p> Executor<'p> {
         let dts = fused::check(expr, &src_dts)?;
         let root = dts[dts.len() - 1];
         let reduction = matches!(instr.op, Op::Sum | Op::Max | Op::Min | Op::Prod);
-        let iter_shape = if reduction {
+        let iter_shape: &[usize] = if reduction {
             match instr.srcs.first() {
-                Some(&s) => self.value(s).layout.shape.clone(),
+                Some(&s) => &self.value(s).layout.shape,
                 None => {
                     return Err(KernelError::format(format!(
                         "{}: a fused reduction needs a source",
@@ -387,7 +367,7 @@ impl<'p> Executor<'p> {
                 }
             }
         } else {
-            instr.shape.clone()
+            &instr.shape
         };
         for &s in &instr.srcs {
             if self.value(s).layout.shape != iter_shape {
@@ -487,7 +467,7 @@ impl<'p> Executor<'p> {
 
     /// A matmul whose elementwise consumers run on each block of the product
     /// (register 0 of `expr`); sources 2.. are the epilogue's other operands.
-    fn matmul_epilogue(&mut self, i: usize, expr: &Expr) -> Result<Value> {
+    fn matmul_epilogue(&mut self, i: usize, expr: &Expr) -> Result<Value<'p>> {
         let instr = &self.program.instrs[i];
         let label = || format!("matmul+{}", expr.label());
         self.matmul_shapes(instr)?;
@@ -542,7 +522,7 @@ impl<'p> Executor<'p> {
 
     /// Makes storage for the contiguous result of instruction `i` and returns it
     /// with a mutable slice. A program output is written in place into its slot.
-    fn alloc<'a, T: Elem>(&mut self, i: usize) -> Result<(Value, &'a mut [T])> {
+    fn alloc<'a, T: Elem>(&mut self, i: usize) -> Result<(Value<'p>, &'a mut [T])> {
         let instr = &self.program.instrs[i];
         let n = numel(&instr.shape);
         let bytes = n.checked_mul(T::DTYPE.size()).ok_or_else(|| {
@@ -588,18 +568,19 @@ impl<'p> Executor<'p> {
         Ok((
             Value {
                 storage,
-                layout: Layout::contiguous(&instr.shape),
+                layout: &self.program.layouts[i],
                 dtype: T::DTYPE,
             },
             out,
         ))
     }
 
-    fn view(&self, src: usize, layout: Layout) -> Value {
+    /// Value `i`, a view of source `src`'s storage.
+    fn view(&self, src: usize, i: usize) -> Value<'p> {
         let value = self.value(src);
         Value {
             storage: value.storage,
-            layout,
+            layout: &self.program.layouts[i],
             dtype: value.dtype,
         }
     }
@@ -609,7 +590,7 @@ impl<'p> Executor<'p> {
         if bytes == usize::MAX {
             return Ok(()); // the kernel wrote it in place
         }
-        let value = self.value(v).clone();
+        let value = *self.value(v);
         let n = value.layout.numel();
         if bytes != n * value.dtype.size() {
             return Err(KernelError::format(format!(
@@ -630,7 +611,8 @@ impl<'p> Executor<'p> {
         Ok(())
     }
 
-    fn load(&mut self, instr: &Instr) -> Result<Value> {
+    fn load(&mut self, i: usize) -> Result<Value<'p>> {
+        let instr = &self.program.instrs[i];
         let k = arg_usize(instr, 0)?;
         let bytes = *self
             .inputs
@@ -671,12 +653,12 @@ impl<'p> Executor<'p> {
         });
         Ok(Value {
             storage,
-            layout: Layout::contiguous(&instr.shape),
+            layout: &self.program.layouts[i],
             dtype: instr.dtype,
         })
     }
 
-    fn step(&mut self, i: usize) -> Result<Value> {
+    fn step(&mut self, i: usize) -> Result<Value<'p>> {
         let instr = &self.program.instrs[i];
         if let Some(expr) = &instr.expr {
             return self.fused_with(i, expr);
@@ -698,83 +680,17 @@ impl<'p> Executor<'p> {
             )));
         }
         Ok(match instr.op {
-            Op::Load => self.load(instr)?,
+            Op::Load => self.load(i)?,
             Op::Sum | Op::Prod | Op::Max | Op::Min => self.reduce(i)?,
             Op::Cumsum | Op::Cumprod | Op::Cummax => self.scan(i)?,
-            Op::Reshape => {
-                let src = self.value(s[0]);
-                if numel(&src.layout.shape) != numel(shape) {
-                    return Err(shape_err(
-                        instr,
-                        format!("cannot reshape {:?}", src.layout.shape),
-                    ));
-                }
-                match src.layout.reshape(shape) {
-                    Some(layout) => self.view(s[0], layout),
-                    None => with_any_dtype!(dt, T => {
-                        let (v, out) = self.alloc::<T>(i)?;
-                        copy(out, self.src::<T>(instr, s[0])?);
-                        v
-                    }),
-                }
-            }
-            Op::Permute => {
-                let order = (0..shape.len())
-                    .map(|k| arg_usize(instr, k))
-                    .collect::<Result<Vec<_>>>()?;
-                let src = &self.value(s[0]).layout;
-                let mut seen = vec![false; order.len()];
-                if order.len() != src.shape.len()
-                    || order
-                        .iter()
-                        .any(|&d| d >= seen.len() || std::mem::replace(&mut seen[d], true))
-                {
-                    return Err(shape_err(
-                        instr,
-                        format!("order {order:?} is not a permutation"),
-                    ));
-                }
-                self.view(s[0], src.permute(&order))
-            }
-            Op::Expand => {
-                let src = &self.value(s[0]).layout;
-                let lead = shape
-                    .len()
-                    .checked_sub(src.shape.len())
-                    .ok_or_else(|| shape_err(instr, "too few axes".into()))?;
-                if src
-                    .shape
-                    .iter()
-                    .enumerate()
-                    .any(|(d, &n)| n != 1 && n != shape[d + lead])
-                {
-                    return Err(shape_err(instr, format!("cannot expand {:?}", src.shape)));
-                }
-                self.view(s[0], src.expand(shape))
-            }
-            Op::Slice => {
-                let nd = shape.len();
-                let starts = (0..nd)
-                    .map(|d| arg_usize(instr, 2 * d))
-                    .collect::<Result<Vec<_>>>()?;
-                let steps = (0..nd)
-                    .map(|d| arg_usize(instr, 2 * d + 1))
-                    .collect::<Result<Vec<_>>>()?;
-                let src = &self.value(s[0]).layout;
-                let fits = src.shape.len() == nd
-                    && (0..nd).all(|d| {
-                        shape[d] == 0
-                            || (steps[d] >= 1
-                                && starts[d] + (shape[d] - 1) * steps[d] < src.shape[d])
-                    });
-                if !fits {
-                    return Err(shape_err(
-                        instr,
-                        format!("slice of {:?} out of range", src.shape),
-                    ));
-                }
-                self.view(s[0], src.slice(&starts, &steps, shape))
-            }
+            // Views: the layout was derived (and checked) when the program was decoded.
+            Op::Reshape if self.value(s[0]).layout.is_contiguous() => self.view(s[0], i),
+            Op::Reshape => with_any_dtype!(dt, T => {
+                let (v, out) = self.alloc::<T>(i)?;
+                copy(out, self.src::<T>(instr, s[0])?);
+                v
+            }),
+            Op::Permute | Op::Expand | Op::Slice => self.view(s[0], i),
             Op::Pad => {
                 let nd = shape.len();
                 let value = *instr
@@ -894,7 +810,7 @@ impl<'p> Executor<'p> {
         Ok(axes)
     }
 
-    fn reduce(&mut self, i: usize) -> Result<Value> {
+    fn reduce(&mut self, i: usize) -> Result<Value<'p>> {
         let instr = &self.program.instrs[i];
         let name = instr.op.name();
         let src_shape = self.value(instr.srcs[0]).layout.shape.clone();
@@ -928,7 +844,7 @@ impl<'p> Executor<'p> {
         })
     }
 
-    fn scan(&mut self, i: usize) -> Result<Value> {
+    fn scan(&mut self, i: usize) -> Result<Value<'p>> {
         let instr = &self.program.instrs[i];
         let name = instr.op.name();
         let axis = arg_usize(instr, 0)?;

@@ -20,7 +20,8 @@
 //! result; the last step is the kernel's value.
 
 use crate::dtype::DType;
-use crate::error::{KernelError, Result};
+use crate::error::{ErrorKind, KernelError, Result};
+use crate::layout::{numel, Layout};
 use crate::op::Op;
 use std::sync::Arc;
 
@@ -95,6 +96,116 @@ pub struct Program {
     pub last_use: Vec<usize>,
     /// The output slot each value fills, if any.
     pub slot_of: Vec<Option<usize>>,
+    /// Each value's layout: contiguous for loads and kernels, derived from
+    /// the source's for views. They depend only on the program, so they are
+    /// worked out (and view arguments checked) once, when it is decoded.
+    pub layouts: Vec<Layout>,
+}
+
+/// A shape error naming the instruction's op and shape.
+pub(crate) fn shape_err(instr: &Instr, what: String) -> KernelError {
+    KernelError::new(
+        ErrorKind::Shape,
+        format!("{}: {what} (shape {:?})", instr.op.name(), instr.shape),
+    )
+}
+
+/// Argument `k` of `instr` as a count.
+pub(crate) fn arg_usize(instr: &Instr, k: usize) -> Result<usize> {
+    let v = *instr
+        .args
+        .get(k)
+        .ok_or_else(|| KernelError::format(format!("{}: missing argument {k}", instr.op.name())))?;
+    if v < 0.0 || v.fract() != 0.0 {
+        return Err(KernelError::format(format!(
+            "{}: argument {k} = {v} is not a count",
+            instr.op.name()
+        )));
+    }
+    Ok(v as usize)
+}
+
+/// The layout of `instr`'s value, given its sources' layouts (see
+/// [`Program::layouts`]). A reshape of a strided view is a copy: contiguous.
+fn layout_of(instr: &Instr, layouts: &[Layout]) -> Result<Layout> {
+    let shape = &instr.shape;
+    let src = || &layouts[instr.srcs[0]];
+    if matches!(instr.op, Op::Reshape | Op::Permute | Op::Expand | Op::Slice)
+        && instr.srcs.len() != 1
+    {
+        return Err(KernelError::format(format!(
+            "{}: {} sources, expected 1",
+            instr.op.name(),
+            instr.srcs.len()
+        )));
+    }
+    Ok(match instr.op {
+        Op::Reshape => {
+            if numel(&src().shape) != numel(shape) {
+                return Err(shape_err(
+                    instr,
+                    format!("cannot reshape {:?}", src().shape),
+                ));
+            }
+            src()
+                .reshape(shape)
+                .unwrap_or_else(|| Layout::contiguous(shape))
+        }
+        Op::Permute => {
+            let order = (0..shape.len())
+                .map(|k| arg_usize(instr, k))
+                .collect::<Result<Vec<_>>>()?;
+            let mut seen = vec![false; order.len()];
+            if order.len() != src().shape.len()
+                || order
+                    .iter()
+                    .any(|&d| d >= seen.len() || std::mem::replace(&mut seen[d], true))
+            {
+                return Err(shape_err(
+                    instr,
+                    format!("order {order:?} is not a permutation"),
+                ));
+            }
+            src().permute(&order)
+        }
+        Op::Expand => {
+            let lead = shape
+                .len()
+                .checked_sub(src().shape.len())
+                .ok_or_else(|| shape_err(instr, "too few axes".into()))?;
+            if src()
+                .shape
+                .iter()
+                .enumerate()
+                .any(|(d, &n)| n != 1 && n != shape[d + lead])
+            {
+                return Err(shape_err(instr, format!("cannot expand {:?}", src().shape)));
+            }
+            src().expand(shape)
+        }
+        Op::Slice => {
+            let nd = shape.len();
+            let starts = (0..nd)
+                .map(|d| arg_usize(instr, 2 * d))
+                .collect::<Result<Vec<_>>>()?;
+            let steps = (0..nd)
+                .map(|d| arg_usize(instr, 2 * d + 1))
+                .collect::<Result<Vec<_>>>()?;
+            let fits = src().shape.len() == nd
+                && (0..nd).all(|d| {
+                    shape[d] == 0
+                        || (steps[d] >= 1 && starts[d] + (shape[d] - 1) * steps[d] < src().shape[d])
+                });
+            if !fits {
+                return Err(shape_err(
+                    instr,
+                    format!("slice of {:?} out of range", src().shape),
+                ));
+            }
+            src().slice(&starts, &steps, shape)
+        }
+        _ => Layout::contiguous(shape),
+    })
 }
 
 struct Reader<'a> {
@@ -239,11 +350,17 @@ pub fn decode(words: &[f64]) -> Result<Program> {
         slot_of[v] = Some(slot);
         last_use[v] = usize::MAX;
     }
+    let mut layouts = Vec::with_capacity(n);
+    for instr in &instrs {
+        let layout = layout_of(instr, &layouts)?;
+        layouts.push(layout);
+    }
     Ok(Program {
         instrs,
         outputs,
         last_use,
         slot_of,
+        layouts,
     })
 }
 

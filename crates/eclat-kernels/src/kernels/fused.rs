@@ -38,7 +38,7 @@ use rayon::prelude::*;
 pub struct RawSrc<'a> {
     pub bytes: &'a [u8],
     pub dtype: DType,
-    pub layout: Layout,
+    pub layout: &'a Layout,
 }
 
 /// Checks the expression's types against its sources and returns the dtype of
