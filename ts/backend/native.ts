@@ -76,8 +76,13 @@ function bytesOf(a: TypedArray): Uint8Array {
   return view
 }
 
+/** Where numbers are appended: a plain array or a structure key. */
+interface NumberSink {
+  push(value: number): unknown
+}
+
 /** Appends the op-specific arguments of an instruction (see `program.rs`) to `out`. */
-function pushArgs(out: number[], node: LazyNode): void {
+function pushArgs(out: NumberSink, node: LazyNode): void {
   const a = node.arg
   switch (a.kind) {
     case 'axes':
@@ -88,14 +93,18 @@ function pushArgs(out: number[], node: LazyNode): void {
       for (const d of a.order) out.push(d)
       return
     case 'slice':
-      for (let d = 0; d < a.starts.length; d++) out.push(a.starts[d]!, a.steps[d]!)
+      for (let d = 0; d < a.starts.length; d++) {
+        out.push(a.starts[d]!)
+        out.push(a.steps[d]!)
+      }
       return
     case 'pad':
       out.push(a.value)
       for (const b of a.before) out.push(b)
       return
     case 'scan':
-      out.push(a.axis, a.reverse ? 1 : 0)
+      out.push(a.axis)
+      out.push(a.reverse ? 1 : 0)
       return
     case 'axis':
       out.push(a.axis)
@@ -198,49 +207,79 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
 }
 
 /**
- * Encoded programs by graph structure: ops, dtypes, shapes, arguments, which
- * nodes read which, and the dtype and shape of every realized input, but not
- * values. The second and later steps of a training loop skip scheduling and
- * encoding. Keyed by a hash of the structure; a hit is confirmed by comparing
- * the whole structure.
+ * The numbers describing a realize's graph structure: ops, dtypes, shapes,
+ * arguments, which nodes read which, and the dtype and shape of every
+ * realized input, but not values. Written in place on every realize (one
+ * long-lived array: a tiny realize allocates little); a copy keys the cache.
  */
-const programCache = new Map<number, { structure: number[]; words: Float64Array }>()
-const PROGRAM_CACHE_SIZE = 512
+class StructureKey {
+  values = new Float64Array(1024)
+  /** The same memory as 32-bit words: hashing and comparing read bits, not numbers. */
+  words = new Int32Array(this.values.buffer)
+  length = 0
 
-/** Appends a node's op, dtype, shape and arguments to a structure description. */
-function describeNode(out: number[], node: LazyNode): void {
-  out.push(OP_CODE[node.op], DTYPE_CODE[node.dtype], node.shape.length)
-  for (const d of node.shape) out.push(d)
-  const at = out.length
-  out.push(0)
-  pushArgs(out, node)
-  out[at] = out.length - at - 1
+  push(value: number): void {
+    if (this.length === this.values.length) {
+      const grown = new Float64Array(2 * this.length)
+      grown.set(this.values)
+      this.values = grown
+      this.words = new Int32Array(grown.buffer)
+    }
+    this.values[this.length++] = value
+  }
+
+  /** Appends a node's op, dtype, shape and arguments. */
+  pushNode(node: LazyNode): void {
+    this.push(OP_CODE[node.op])
+    this.pushShape(node.dtype, node.shape)
+    const at = this.length
+    this.push(0)
+    pushArgs(this, node)
+    this.values[at] = this.length - at - 1
+  }
+
+  pushShape(dtype: DType, shape: readonly number[]): void {
+    this.push(DTYPE_CODE[dtype])
+    this.push(shape.length)
+    for (let d = 0; d < shape.length; d++) this.push(shape[d]!)
+  }
+
+  /** A 52-bit FNV-style hash of the numbers' bits (a hit is confirmed by comparing all). */
+  hash(): number {
+    let h1 = 0x811c9dc5
+    let h2 = 0x01000193
+    const words = this.words
+    for (let i = 0; i < 2 * this.length; i++) {
+      const w = words[i]!
+      h1 = Math.imul(h1 ^ w, 0x01000193)
+      h2 = Math.imul(h2 ^ w, 0x5bd1e995) ^ (h2 >>> 15)
+    }
+    return (h1 >>> 0) * 0x100000 + ((h2 >>> 0) & 0xfffff)
+  }
+
+  /** Whether `other` (a copy of an earlier key's words) holds the same bits. */
+  equals(other: Int32Array): boolean {
+    if (other.length !== 2 * this.length) return false
+    const words = this.words
+    for (let i = 0; i < other.length; i++) if (words[i] !== other[i]) return false
+    return true
+  }
+
+  /** A copy of the key's words, to keep in the cache. */
+  copy(): Int32Array {
+    return this.words.slice(0, 2 * this.length)
+  }
 }
+
+const structureKey = new StructureKey()
 
 /**
- * A 52-bit FNV-style hash of the structure's numbers (integers as they are,
- * other numbers through a scaled copy; a hit is confirmed by comparing all).
+ * Encoded programs by graph structure (see {@link StructureKey}): the second
+ * and later steps of a training loop skip scheduling and encoding. Keyed by
+ * the structure's hash; a hit is confirmed by comparing the whole structure.
  */
-function hashStructure(structure: readonly number[]): number {
-  let h1 = 0x811c9dc5
-  let h2 = 0x01000193
-  for (let i = 0; i < structure.length; i++) {
-    const v = structure[i]!
-    const w = Number.isInteger(v) ? v | 0 : (v * 0x9e3779b1) | 0
-    h1 = Math.imul(h1 ^ w, 0x01000193)
-    h2 = Math.imul(h2 ^ w, 0x5bd1e995) ^ (h2 >>> 15)
-  }
-  return (h1 >>> 0) * 0x100000 + ((h2 >>> 0) & 0xfffff)
-}
-
-function sameStructure(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false
-  return true
-}
-
-/** The structure description of the realize being encoded (reused: a tiny realize allocates little). */
-const structureScratch: number[] = []
+const programCache = new Map<number, { structure: Int32Array; words: Float64Array }>()
+const PROGRAM_CACHE_SIZE = 512
 
 /**
  * The program computing `targets` (from `order`) and the buffers it reads: the
@@ -252,15 +291,15 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   const leafIndex = new Map<LazyNode, number>()
   const inputs: TypedArray[] = []
   const inputDTypes: DType[] = []
-  const parts = structureScratch
-  parts.length = 0
+  const key = structureKey
+  key.length = 0
   for (const node of order) {
-    describeNode(parts, node)
-    parts.push(node.srcs.length)
+    key.pushNode(node)
+    key.push(node.srcs.length)
     for (const src of node.srcs) {
       const p = position.get(src)
       if (p !== undefined) {
-        parts.push(p)
+        key.push(p)
         continue
       }
       let k = leafIndex.get(src)
@@ -270,25 +309,25 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
         inputs.push(src.data!)
         inputDTypes.push(src.dtype)
         // a realized input: its index (negative), dtype and shape
-        parts.push(-1 - k, DTYPE_CODE[src.dtype], src.shape.length)
-        for (const d of src.shape) parts.push(d)
+        key.push(-1 - k)
+        key.pushShape(src.dtype, src.shape)
       } else {
-        parts.push(-1 - k)
+        key.push(-1 - k)
       }
     }
   }
-  parts.push(targets.length)
-  for (const t of targets) parts.push(position.get(t)!)
-  const hash = hashStructure(parts)
+  key.push(targets.length)
+  for (const t of targets) key.push(position.get(t)!)
+  const hash = key.hash()
   const cached = programCache.get(hash)
   let words: Float64Array
-  if (cached && sameStructure(cached.structure, parts)) {
+  if (cached && key.equals(cached.structure)) {
     words = cached.words
     if (DEBUG_SCHEDULE) console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
   } else {
     words = encodeProgram(order, targets, leafIndex)
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
-    programCache.set(hash, { structure: parts.slice(), words })
+    programCache.set(hash, { structure: key.copy(), words })
   }
   return { words, inputs, inputDTypes }
 }
