@@ -352,8 +352,7 @@ impl<'p> Executor<'p> {
         if instr.op == Op::Matmul {
             return self.matmul_epilogue(i, expr);
         }
-        let src_dts: Vec<DType> = instr.srcs.iter().map(|&s| self.value(s).dtype).collect();
-        let dts = fused::check(expr, &src_dts)?;
+        let dts = fused::check_cached(expr, instr.srcs.iter().map(|&s| self.value(s).dtype))?;
         let root = dts[dts.len() - 1];
         let reduction = matches!(instr.op, Op::Sum | Op::Max | Op::Min | Op::Prod);
         let iter_shape: &[usize] = if reduction {
@@ -479,9 +478,8 @@ impl<'p> Executor<'p> {
             ));
         }
         let others = &instr.srcs[2..];
-        let mut reg_dts = vec![mt];
-        reg_dts.extend(others.iter().map(|&s| self.value(s).dtype));
-        let dts = fused::check(expr, &reg_dts)?;
+        let reg_dts = std::iter::once(mt).chain(others.iter().map(|&s| self.value(s).dtype));
+        let dts = fused::check_cached(expr, reg_dts)?;
         let root = dts[dts.len() - 1];
         if root != instr.dtype {
             return Err(KernelError::new(

@@ -22,16 +22,17 @@ use super::SharedOut;
 use super::Src;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
-use crate::layout::{collapse, contiguous_strides, for_each_run, numel, Layout};
+use crate::layout::{collapse, for_each_run, numel, Layout};
 use crate::math::{exp2_f32, log2_f32, sin_f32, sin_f32_any, SIN_F32_LIMIT};
 use crate::op::Op;
 use crate::pool::{chunk_len, num_threads, PARALLEL_THRESHOLD};
-use crate::program::{Expr, Step, StepOp};
+use crate::program::{Expr, Slots, Step, StepOp};
 use crate::simd::{self, Level};
 #[cfg(target_arch = "x86_64")]
 use crate::vector::{Avx2F32, Avx2F64, Avx512F32, Avx512F64, Vector};
 use crate::{dispatch, with_any_dtype};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// A source of a fused kernel: its storage as bytes and its view, whose shape is
 /// the kernel's iteration shape (a fused reduce's source shape).
@@ -39,6 +40,25 @@ pub struct RawSrc<'a> {
     pub bytes: &'a [u8],
     pub dtype: DType,
     pub layout: &'a Layout,
+}
+
+/// [`check`], remembered with the expression: a repeated realize of a decoded
+/// program checks its types once. `srcs` gives the sources' dtypes.
+pub fn check_cached<I>(expr: &Expr, srcs: I) -> Result<Cow<'_, [DType]>>
+where
+    I: Iterator<Item = DType> + Clone,
+{
+    let n_in = srcs.clone().count();
+    if let Some(dts) = expr.types.get() {
+        if dts.len() >= n_in && dts[..n_in].iter().copied().eq(srcs.clone()) {
+            return Ok(Cow::Borrowed(&dts[..]));
+        }
+    }
+    let dts = check(expr, &srcs.collect::<Vec<_>>())?;
+    Ok(match expr.types.get() {
+        Some(_) => Cow::Owned(dts),
+        None => Cow::Borrowed(&expr.types.get_or_init(|| dts)[..]),
+    })
 }
 
 /// Checks the expression's types against its sources and returns the dtype of
@@ -54,7 +74,20 @@ pub fn check(expr: &Expr, srcs: &[DType]) -> Result<Vec<DType>> {
                 dts.len()
             )));
         }
-        let ops: Vec<DType> = step.operands.iter().map(|&o| dts[o]).collect();
+        // Elementwise ops take at most three operands.
+        let mut buf = [DType::Bool; 3];
+        if step.operands.len() > buf.len() {
+            return Err(KernelError::format(format!(
+                "{}: step {j} has {} operands",
+                expr.label(),
+                step.operands.len()
+            )));
+        }
+        let ops = &mut buf[..step.operands.len()];
+        for (d, &o) in ops.iter_mut().zip(&step.operands) {
+            *d = dts[o];
+        }
+        let ops = &*ops;
         let bad = |why: &str| {
             KernelError::new(
                 ErrorKind::DType,
@@ -128,8 +161,9 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     fn new(src: &RawSrc<'a>, layout: &Layout) -> Walk<'a> {
-        let order = contiguous_strides(&layout.shape);
-        let (shape, [_, strides]) = collapse(&layout.shape, [&order, &layout.strides]);
+        // Positions go in row-major order, which never stops two axes merging:
+        // only the source's own strides decide.
+        let (shape, [strides]) = collapse(&layout.shape, [&layout.strides]);
         Walk {
             bytes: src.bytes,
             size: src.dtype.size(),
@@ -401,9 +435,8 @@ struct Eval<'a> {
     expr: &'a Expr,
     dts: &'a [DType],
     walks: Vec<Walk<'a>>,
-    /// The slot holding each register; registers whose live ranges do not
-    /// overlap share one, so a long chain ping-pongs between two or three slots.
-    slot_of: Vec<usize>,
+    /// The slot holding each register (see [`assign_slots`]).
+    slot_of: Cow<'a, [usize]>,
     n_slots: usize,
     /// Positions per piece: as many as keep every slot within [`SLOT_BUDGET`].
     piece: usize,
@@ -416,39 +449,11 @@ struct Eval<'a> {
 impl<'a> Eval<'a> {
     fn new(expr: &'a Expr, dts: &'a [DType], walks: Vec<Walk<'a>>) -> Eval<'a> {
         let n_in = walks.len();
-        let steps = &expr.steps;
-        let mut last_use = vec![0usize; dts.len()];
-        for (j, step) in steps.iter().enumerate() {
-            for &o in &step.operands {
-                last_use[o] = j;
-            }
-        }
-        let mut slot_of = vec![usize::MAX; dts.len()];
-        let mut free: Vec<usize> = vec![];
-        let mut n_slots = 0;
-        let mut take = |free: &mut Vec<usize>| {
-            free.pop().unwrap_or_else(|| {
-                n_slots += 1;
-                n_slots - 1
-            })
+        let slots = match expr.slots.get_or_init(|| assign_slots(expr, n_in)) {
+            cached if cached.n_in == n_in => Cow::Borrowed(cached),
+            _ => Cow::Owned(assign_slots(expr, n_in)),
         };
-        for slot in slot_of.iter_mut().take(n_in) {
-            *slot = take(&mut free); // used only when the input must be gathered
-        }
-        for (j, step) in steps.iter().enumerate() {
-            let r = n_in + j;
-            if j + 1 < steps.len() && !matches!(step.op, StepOp::Const(_)) {
-                slot_of[r] = take(&mut free);
-            }
-            // Operands are freed after the result's slot is taken: a step never
-            // writes the slot it reads.
-            for (k, &o) in step.operands.iter().enumerate() {
-                if last_use[o] == j && slot_of[o] != usize::MAX && !step.operands[..k].contains(&o)
-                {
-                    free.push(slot_of[o]);
-                }
-            }
-        }
+        let n_slots = slots.count;
         // Tiles need vector registers as values: x86-64 with AVX2 or AVX-512.
         // Small kernels skip them: lowering costs more than it saves there.
         let positions: usize = walks.first().map_or(0, |w| w.shape.iter().product());
@@ -473,11 +478,58 @@ impl<'a> Eval<'a> {
             dts,
             tiles,
             walks,
-            slot_of,
+            slot_of: match slots {
+                Cow::Borrowed(s) => Cow::Borrowed(&s.slot_of[..]),
+                Cow::Owned(s) => Cow::Owned(s.slot_of),
+            },
             n_slots,
             piece,
             row,
         }
+    }
+}
+
+/// Gives each register that a piece stores a slot: registers whose live
+/// ranges do not overlap share one, so a long chain ping-pongs between two or
+/// three slots. Sources get one too, used only when a source must be gathered.
+fn assign_slots(expr: &Expr, n_in: usize) -> Slots {
+    let steps = &expr.steps;
+    let n_regs = n_in + steps.len();
+    let mut last_use = vec![0usize; n_regs];
+    for (j, step) in steps.iter().enumerate() {
+        for &o in &step.operands {
+            last_use[o] = j;
+        }
+    }
+    let mut slot_of = vec![usize::MAX; n_regs];
+    let mut free: Vec<usize> = vec![];
+    let mut count = 0;
+    let mut take = |free: &mut Vec<usize>| {
+        free.pop().unwrap_or_else(|| {
+            count += 1;
+            count - 1
+        })
+    };
+    for slot in slot_of.iter_mut().take(n_in) {
+        *slot = take(&mut free);
+    }
+    for (j, step) in steps.iter().enumerate() {
+        let r = n_in + j;
+        if j + 1 < steps.len() && !matches!(step.op, StepOp::Const(_)) {
+            slot_of[r] = take(&mut free);
+        }
+        // Operands are freed after the result's slot is taken: a step never
+        // writes the slot it reads.
+        for (k, &o) in step.operands.iter().enumerate() {
+            if last_use[o] == j && slot_of[o] != usize::MAX && !step.operands[..k].contains(&o) {
+                free.push(slot_of[o]);
+            }
+        }
+    }
+    Slots {
+        n_in,
+        slot_of,
+        count,
     }
 }
 
