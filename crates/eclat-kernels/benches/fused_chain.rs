@@ -122,16 +122,24 @@ fn program() -> Vec<f64> {
     b.finish(&[y])
 }
 
-fn median(mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..15)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+/// Medians (ms) of `a` and `b` timed in turns, after one warm-up run of each:
+/// this machine's speed drifts in phases lasting several runs, and taking
+/// turns puts both under the same phases.
+fn medians(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    a();
+    b();
+    let (mut ta, mut tb): (Vec<f64>, Vec<f64>) =
+        (0..21).map(|_| (time(&mut a), time(&mut b))).unzip();
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    (median(&mut ta), median(&mut tb))
 }
 
 /// Times the fused program against the hand-written loop and checks they agree
@@ -139,17 +147,18 @@ fn median(mut f: impl FnMut()) -> f64 {
 fn compare(name: &str, words: &[f64], by_hand: fn(&mut [f32], &[f32]), x: &[f32], target: &str) {
     let mut fused_out = vec![0f32; N];
     let mut hand_out = vec![0f32; N];
-    let fused_ms =
-        median(|| execute(words, &[as_bytes(x)], &mut [as_bytes_mut(&mut fused_out)]).unwrap());
     let chunk = N.div_ceil(eclat_kernels::num_threads() * 4);
-    let hand_ms = median(|| {
-        pool().install(|| {
-            hand_out
-                .par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk))
-                .for_each(|(o, x)| by_hand(o, x));
-        })
-    });
+    let (fused_ms, hand_ms) = medians(
+        || execute(words, &[as_bytes(x)], &mut [as_bytes_mut(&mut fused_out)]).unwrap(),
+        || {
+            pool().install(|| {
+                hand_out
+                    .par_chunks_mut(chunk)
+                    .zip(x.par_chunks(chunk))
+                    .for_each(|(o, x)| by_hand(o, x));
+            })
+        },
+    );
     assert!(
         fused_out
             .iter()

@@ -311,7 +311,7 @@ impl<'p> Executor<'p> {
         let data = unsafe { std::slice::from_raw_parts(st.ptr.as_ptr() as *const T, st.len) };
         Ok(Src {
             data,
-            layout: &value.layout,
+            layout: value.layout,
         })
     }
 
@@ -399,7 +399,7 @@ impl<'p> Executor<'p> {
             }
             return Ok(with_any_dtype!(root, T => {
                 let (v, out) = self.alloc::<T>(i)?;
-                fused::map(out, &iter_shape, expr, &dts, &srcs);
+                fused::map(out, iter_shape, expr, &dts, &srcs);
                 v
             }));
         }
@@ -410,7 +410,7 @@ impl<'p> Executor<'p> {
         if expect != instr.shape
             || root != instr.dtype
             || (matches!(instr.op, Op::Max | Op::Min)
-                && numel(&iter_shape) == 0
+                && numel(iter_shape) == 0
                 && numel(&expect) > 0)
         {
             return Err(shape_err(

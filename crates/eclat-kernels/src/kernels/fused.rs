@@ -774,7 +774,7 @@ pub fn map<T: Elem>(out: &mut [T], shape: &[usize], expr: &Expr, dts: &[DType], 
     let eval = Eval::new(
         expr,
         dts,
-        srcs.iter().map(|s| Walk::new(s, &s.layout)).collect(),
+        srcs.iter().map(|s| Walk::new(s, s.layout)).collect(),
     );
     let total = numel(shape);
     debug_assert_eq!(out.len(), total);
@@ -1030,7 +1030,7 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
 ) {
     let total = out.len();
     let shared = SharedOut::new(out);
-    let operands: Vec<Walk> = others.iter().map(|s| Walk::new(s, &s.layout)).collect();
+    let operands: Vec<Walk> = others.iter().map(|s| Walk::new(s, s.layout)).collect();
     matmul_blocks(a, b, |position, tile: &[T]| {
         // SAFETY: a slice of plain numbers viewed as its bytes.
         let bytes = unsafe {

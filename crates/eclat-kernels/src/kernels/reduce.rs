@@ -363,8 +363,10 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
     };
     // Short strided rows (pooling windows, small axes): walk precomputed
     // offsets, one block folded in order. Contiguous rows fold as slices.
+    const SHORT_ROW: usize = 4096;
+    const _: () = assert!(SHORT_ROW <= BLOCK, "a short row is one block");
     let contiguous_rows = ishape.len() == 1 && inner_step == 1;
-    let small: Option<Vec<isize>> = (m <= 4096 && m <= BLOCK && !contiguous_rows).then(|| {
+    let small: Option<Vec<isize>> = (m <= SHORT_ROW && !contiguous_rows).then(|| {
         let mut offsets = Vec::with_capacity(m);
         for_each_run(&ishape, &istrides, [0], 0, m, |[o], _, len| {
             for i in 0..len as isize {
