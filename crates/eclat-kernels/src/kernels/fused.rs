@@ -55,9 +55,10 @@ where
         }
     }
     let dts = check(expr, &srcs.collect::<Vec<_>>())?;
-    Ok(match expr.types.get() {
-        Some(_) => Cow::Owned(dts),
-        None => Cow::Borrowed(&expr.types.get_or_init(|| dts)[..]),
+    // Only the first source dtypes met are kept (a program has one set).
+    Ok(match expr.types.set(dts) {
+        Ok(()) => Cow::Borrowed(&expr.types.get().expect("just set")[..]),
+        Err(dts) => Cow::Owned(dts),
     })
 }
 
