@@ -298,7 +298,8 @@ fn decode_expr(r: &mut Reader, i: usize, n_srcs: usize) -> Result<Expr> {
 }
 
 /// Decodes and validates the structure of a program (sources name earlier values,
-/// output slots are distinct); each kernel validates its own operands.
+/// output slots are distinct) and derives every value's layout, checking the
+/// views' arguments; each kernel validates its own operands when it runs.
 pub fn decode(words: &[f64]) -> Result<Program> {
     let mut r = Reader { words, pos: 0 };
     let n = r.count()?;
