@@ -24,7 +24,8 @@ describe('concurrent realizes', () => {
   it('keeps the event loop responsive while a 16M-element program runs', async () => {
     setPoison(false) // poisoning the 64 MB output would itself stall the JavaScript thread
     const x = arange(16 * 1024 * 1024).mul(1e-7).realize()
-    const program = x.sin().mul(x.exp2()).add(x.sqrt()).cumsum(0)
+    const y = x.sin().mul(x.exp2()).add(x.sqrt()).cumsum(0)
+    const program = y.mul(1e-6).sin().cumsum(0)
     let last = performance.now()
     let longest = 0
     const timer = setInterval(() => {
@@ -36,9 +37,11 @@ describe('concurrent realizes', () => {
     await program.data()
     const took = performance.now() - started
     clearInterval(timer)
-    // The program takes far longer than any stall it causes on the JS thread.
-    expect(took).toBeGreaterThan(50)
-    expect(longest).toBeLessThan(Math.max(40, took / 3))
+    // The program takes far longer than any stall it causes on the JS thread
+    // (a realize blocking that thread would stall it for the whole program).
+    // Generous: this VM's host sometimes takes a vCPU away for tens of ms.
+    expect(took).toBeGreaterThan(150)
+    expect(longest).toBeLessThan(Math.max(100, took / 2))
     console.log(`event loop: longest stall ${longest.toFixed(1)} ms while a ${took.toFixed(0)} ms program ran`)
   })
 })

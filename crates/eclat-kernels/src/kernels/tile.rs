@@ -70,6 +70,9 @@ enum Kind {
     Unary(TileOp),
     /// `acc = op(acc, operand)`, or `op(operand, acc)` when `acc_first` is false.
     Binary(TileOp, Operand, bool),
+    /// `acc = op(acc, splats[register])`: the common case of a constant
+    /// operand, with the splat in one register rather than a tile of copies.
+    BinarySplat(TileOp, usize),
     /// `acc = cond ? a : b`.
     Where([Operand; 3]),
 }
@@ -192,6 +195,7 @@ impl TileProgram {
                     }
                 }
                 (Some(op), &[a, b]) => match (a, b) {
+                    (Operand::Acc, Operand::Splat(r)) => push(Kind::BinarySplat(op, r)),
                     (Operand::Acc, b) => push(Kind::Binary(op, b, true)),
                     (a, Operand::Acc) => push(Kind::Binary(op, a, false)),
                     (a, b) => {
@@ -278,6 +282,25 @@ impl TileProgram {
                         TileOp::Log2 => each!(log2),
                         _ if all!(sin_is_small) => each!(sin_small), // Sin
                         _ => each!(sin),
+                    }
+                }
+                Kind::BinarySplat(op, r) => {
+                    let s = V::splat(splats[r]);
+                    macro_rules! with_splat {
+                        ($method:ident) => {
+                            acc.map(
+                                #[inline(always)]
+                                |v| v.$method(s),
+                            )
+                        };
+                    }
+                    match op {
+                        TileOp::Add => with_splat!(add),
+                        TileOp::Mul => with_splat!(mul),
+                        TileOp::Max => with_splat!(max_nan),
+                        TileOp::Min => with_splat!(min_nan),
+                        TileOp::Lt => with_splat!(lt),
+                        _ => with_splat!(eq), // Eq
                     }
                 }
                 Kind::Binary(op, other, acc_first) => {
