@@ -248,6 +248,19 @@ impl TileProgram {
                 }
             };
         }
+        // A binary op's method, applied to the tile by `$apply`.
+        macro_rules! binary_op {
+            ($op:expr, $apply:ident) => {
+                match $op {
+                    TileOp::Add => $apply!(add),
+                    TileOp::Mul => $apply!(mul),
+                    TileOp::Max => $apply!(max_nan),
+                    TileOp::Min => $apply!(min_nan),
+                    TileOp::Lt => $apply!(lt),
+                    _ => $apply!(eq), // Eq
+                }
+            };
+        }
         let mut acc = [V::splat(T::default()); K];
         for step in &self.steps {
             acc = match step.kind {
@@ -294,14 +307,7 @@ impl TileProgram {
                             )
                         };
                     }
-                    match op {
-                        TileOp::Add => with_splat!(add),
-                        TileOp::Mul => with_splat!(mul),
-                        TileOp::Max => with_splat!(max_nan),
-                        TileOp::Min => with_splat!(min_nan),
-                        TileOp::Lt => with_splat!(lt),
-                        _ => with_splat!(eq), // Eq
-                    }
+                    binary_op!(op, with_splat)
                 }
                 Kind::Binary(op, other, acc_first) => {
                     let o = get!(other, acc);
@@ -322,14 +328,7 @@ impl TileProgram {
                             }
                         };
                     }
-                    match op {
-                        TileOp::Add => zip!(add),
-                        TileOp::Mul => zip!(mul),
-                        TileOp::Max => zip!(max_nan),
-                        TileOp::Min => zip!(min_nan),
-                        TileOp::Lt => zip!(lt),
-                        _ => zip!(eq), // Eq
-                    }
+                    binary_op!(op, zip)
                 }
                 Kind::Where([c, a, b]) => {
                     let (c, a, b) = (get!(c, acc), get!(a, acc), get!(b, acc));
