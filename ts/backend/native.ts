@@ -416,13 +416,13 @@ function arenaLayoutFor(p: Encoded, targets: readonly LazyNode[]): ArenaLayout |
   const nBuffers = nInputs + targets.length
   const programAt = 2 + 2 * nBuffers
   const inputBytes = p.inputs.map((a) => a.byteLength)
-  const outputBytes = targets.map((t) => numel(t.shape) * itemSize(t.dtype))
+  const bufferBytes = [...inputBytes, ...targets.map((t) => numel(t.shape) * itemSize(t.dtype))]
   let offset = 8 * (programAt + 1 + p.words.length)
-  const data = [...inputBytes, ...outputBytes].reduce((sum, n) => sum + align8(n), 0)
+  const data = bufferBytes.reduce((sum, n) => sum + align8(n), 0)
   if (data > ARENA_DATA || offset + data > ARENA_BYTES) return null
   ARENA_WORDS[0] = nBuffers
   ARENA_WORDS[1] = nInputs
-  const starts = [...inputBytes, ...outputBytes].map((bytes, k) => {
+  const starts = bufferBytes.map((bytes, k) => {
     ARENA_WORDS[2 + 2 * k] = offset
     ARENA_WORDS[3 + 2 * k] = bytes
     const start = offset
