@@ -98,6 +98,17 @@ pub fn level() -> Level {
     })
 }
 
+/// Orders this thread's earlier non-temporal stores ([`crate::vector::Vector::stream`])
+/// before its later stores, so a task's output is complete when it reports done.
+#[inline]
+pub fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SFENCE is part of SSE, in every x86-64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    }
+}
+
 /// Runs `f` compiled with AVX-512 enabled: `f` and the `#[inline(always)]`
 /// kernel bodies it calls inline into this function and vectorize at 512 bits.
 ///

@@ -28,6 +28,12 @@ pub trait Vector<T: Copy>: Copy {
     const LANES: usize;
     unsafe fn load(p: *const T) -> Self;
     unsafe fn store(self, p: *mut T);
+    /// Stores past the caches (a non-temporal store) to `p`, which must be
+    /// aligned to the vector's size: for outputs too large to be read back
+    /// from cache, it skips reading each line in before writing it.
+    /// Needs a store fence ([`crate::simd::store_fence`]) before another
+    /// thread reads the data.
+    unsafe fn stream(self, p: *mut T);
     unsafe fn splat(v: T) -> Self;
     unsafe fn add(self, o: Self) -> Self;
     unsafe fn mul(self, o: Self) -> Self;
@@ -256,7 +262,7 @@ macro_rules! exp2_f32_in_registers {
 /// The methods every ISA spells the same way (loads, stores, IEEE arithmetic,
 /// sign flip), given the ISA's intrinsics.
 macro_rules! arithmetic {
-    ($name:ident, $T:ty, $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident,
+    ($name:ident, $T:ty, $load:ident, $store:ident, $stream:ident, $set1:ident, $add:ident, $mul:ident,
      $div:ident, $sqrt:ident, $xor:ident, $sign:expr) => {
         #[inline(always)]
         unsafe fn load(p: *const $T) -> Self {
@@ -265,6 +271,10 @@ macro_rules! arithmetic {
         #[inline(always)]
         unsafe fn store(self, p: *mut $T) {
             $store(p, self.0)
+        }
+        #[inline(always)]
+        unsafe fn stream(self, p: *mut $T) {
+            $stream(p, self.0)
         }
         #[inline(always)]
         unsafe fn splat(v: $T) -> Self {
@@ -295,7 +305,7 @@ macro_rules! arithmetic {
 
 macro_rules! avx512_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
-     $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
+     $load:ident, $store:ident, $stream:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
      $sqrt:ident, $xor:ident, $cmp:ident, $blend:ident, $maskz:ident, transcendentals: $($transcendentals:tt)*) => {
         #[doc = concat!("AVX-512 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
@@ -305,7 +315,7 @@ macro_rules! avx512_vector {
         #[cfg(target_arch = "x86_64")]
         impl Vector<$T> for $name {
             const LANES: usize = $lanes;
-            arithmetic!($name, $T, $load, $store, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
+            arithmetic!($name, $T, $load, $store, $stream, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
             #[inline(always)]
             unsafe fn max_nan(self, o: Self) -> Self {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
@@ -389,6 +399,7 @@ avx512_vector!(
     -0.0,
     _mm512_loadu_ps,
     _mm512_storeu_ps,
+    _mm512_stream_ps,
     _mm512_set1_ps,
     _mm512_add_ps,
     _mm512_mul_ps,
@@ -500,6 +511,7 @@ avx512_vector!(
     -0.0,
     _mm512_loadu_pd,
     _mm512_storeu_pd,
+    _mm512_stream_pd,
     _mm512_set1_pd,
     _mm512_add_pd,
     _mm512_mul_pd,
@@ -514,7 +526,7 @@ avx512_vector!(
 
 macro_rules! avx2_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
-     $load:ident, $store:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
+     $load:ident, $store:ident, $stream:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
      $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $blendv:ident, transcendentals: $($transcendentals:tt)*) => {
         #[doc = concat!("AVX2 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
@@ -524,7 +536,7 @@ macro_rules! avx2_vector {
         #[cfg(target_arch = "x86_64")]
         impl Vector<$T> for $name {
             const LANES: usize = $lanes;
-            arithmetic!($name, $T, $load, $store, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
+            arithmetic!($name, $T, $load, $store, $stream, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
             #[inline(always)]
             unsafe fn max_nan(self, o: Self) -> Self {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
@@ -572,6 +584,7 @@ avx2_vector!(
     -0.0,
     _mm256_loadu_ps,
     _mm256_storeu_ps,
+    _mm256_stream_ps,
     _mm256_set1_ps,
     _mm256_add_ps,
     _mm256_mul_ps,
@@ -689,6 +702,7 @@ avx2_vector!(
     -0.0,
     _mm256_loadu_pd,
     _mm256_storeu_pd,
+    _mm256_stream_pd,
     _mm256_set1_pd,
     _mm256_add_pd,
     _mm256_mul_pd,

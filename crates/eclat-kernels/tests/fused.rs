@@ -232,6 +232,78 @@ fn fused_maps_match_one_op_at_a_time() {
     }
 }
 
+/// Outputs of 32 MiB and more are written with non-temporal stores from the
+/// first vector-aligned position: the same bits at every alignment, and
+/// nothing written outside the output.
+#[test]
+fn streamed_outputs_match_at_any_alignment() {
+    let f = |op: Op, operands: &[usize]| ExprStep {
+        op: Some(op),
+        dtype: DType::F32,
+        operands: operands.to_vec(),
+        value: 0.0,
+    };
+    let c = |value: f64| ExprStep {
+        op: None,
+        dtype: DType::F32,
+        operands: vec![],
+        value,
+    };
+    // sin(x) * exp2(y) + sqrt(max(x, 0.5)) with y a transposed view
+    let steps = vec![
+        f(Op::Sin, &[0]),        // 2
+        f(Op::Exp2, &[1]),       // 3
+        f(Op::Mul, &[2, 3]),     // 4
+        c(0.5),                  // 5
+        f(Op::Maximum, &[0, 5]), // 6
+        f(Op::Sqrt, &[6]),       // 7
+        f(Op::Add, &[4, 7]),     // 8
+    ];
+    let shape = [2_100_003, 4];
+    let n: usize = shape.iter().product();
+    let mut rng = Rng(0x57_2ea3);
+    let x: Vec<f32> = (0..n).map(|_| rng.unit() * 8.0 - 4.0).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.unit() * 8.0 - 4.0).collect();
+    let program = |fuse: bool| {
+        let mut b = Builder::default();
+        let x = b.load(0, DType::F32, &shape);
+        let yt = b.load(1, DType::F32, &[4, 2_100_003]);
+        let y = b.op(Op::Permute, DType::F32, &shape, &[yt], &[1.0, 0.0]);
+        let root = if fuse {
+            b.fused(Op::Add, DType::F32, &shape, &[x, y], &[], &steps)
+        } else {
+            unfused(&mut b, &shape, &[x, y], &steps)
+        };
+        b.finish(&[root])
+    };
+    let want = run(&program(false), &[x.clone(), y.clone()], n).unwrap();
+    let fused = program(true);
+    const SENTINEL: f32 = -1234.5;
+    for offset in [0, 1, 3, 15, 16] {
+        let mut buf = vec![SENTINEL; n + 32];
+        execute(
+            &fused,
+            &[as_bytes(&x), as_bytes(&y)],
+            &mut [as_bytes_mut(&mut buf[offset..offset + n])],
+        )
+        .unwrap();
+        assert!(
+            buf[..offset].iter().all(|&v| v == SENTINEL),
+            "offset {offset}: written before the output"
+        );
+        assert!(
+            buf[offset + n..].iter().all(|&v| v == SENTINEL),
+            "offset {offset}: written after the output"
+        );
+        for (i, (g, w)) in buf[offset..offset + n].iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "offset {offset}, position {i}: fused {g} vs {w}"
+            );
+        }
+    }
+}
+
 #[test]
 fn fused_reductions_match_map_then_reduce() {
     let mut rng = Rng(0xabc_def);

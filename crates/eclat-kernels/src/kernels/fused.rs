@@ -428,6 +428,11 @@ impl Scratch {
 /// Bytes of slots a piece may use: they stay in L1 while every step runs.
 const SLOT_BUDGET: usize = 16 << 10;
 
+/// Outputs of at least this many bytes are written past the caches: they
+/// would not stay in a last-level cache anyway, and a normal store first
+/// reads each line it writes (a third of the traffic of `y = f(x)`).
+const STREAM_BYTES: usize = 32 << 20;
+
 /// Positions per piece on the tile machine.
 const TILE_PIECE: usize = 8192;
 
@@ -445,6 +450,9 @@ struct Eval<'a> {
     row: usize,
     /// Whether pieces run on the register-resident tile machine ([`tile`]).
     tiles: bool,
+    /// Whether the tile machine writes its output with non-temporal stores
+    /// (set by [`map`] for outputs of at least [`STREAM_BYTES`]).
+    stream: bool,
 }
 
 impl<'a> Eval<'a> {
@@ -478,6 +486,7 @@ impl<'a> Eval<'a> {
             expr,
             dts,
             tiles,
+            stream: false,
             walks,
             slot_of: match slots {
                 Cow::Borrowed(s) => Cow::Borrowed(&s.slot_of[..]),
@@ -720,41 +729,60 @@ impl Eval<'_> {
             };
         }
         let w = tile::K * V::LANES;
-        let full = n / w * w;
-        macro_rules! store {
-            ($tile:expr, $p:expr) => {
-                for (k, v) in $tile.iter().enumerate() {
-                    v.store($p.add(k * V::LANES));
+        // Streamed stores need `dst` aligned to the vector: positions before
+        // the first aligned one go through the partial-tile path.
+        let head = if self.stream {
+            dst.align_offset(V::LANES * std::mem::size_of::<T>()).min(n)
+        } else {
+            0
+        };
+        let full = head + (n - head) / w * w;
+        // Positions `start..start + len` (len < w), with inputs copied into whole tiles.
+        macro_rules! partial {
+            ($start:expr, $len:expr) => {{
+                let (start, len) = ($start, $len);
+                for r in 0..self.walks.len() {
+                    let p = input!(r);
+                    if !p.is_null() {
+                        std::ptr::copy_nonoverlapping(p.add(start), pads.add(r * MAX_TILE), len);
+                    }
                 }
-            };
+                let v = program.tile::<T, V>(
+                    #[inline(always)]
+                    |r| pads.add(r * MAX_TILE),
+                    splats,
+                    slots,
+                );
+                let out = pads.add(self.walks.len() * MAX_TILE);
+                for (k, v) in v.iter().enumerate() {
+                    v.store(out.add(k * V::LANES));
+                }
+                std::ptr::copy_nonoverlapping(out, dst.add(start), len);
+            }};
         }
-        for base in (0..full).step_by(w) {
+        if head > 0 {
+            partial!(0, head);
+        }
+        for base in (head..full).step_by(w) {
             let v = program.tile::<T, V>(
                 #[inline(always)]
                 |r| input!(r).add(base),
                 splats,
                 slots,
             );
-            store!(v, dst.add(base));
-        }
-        if full < n {
-            // The last partial tile: inputs copied into whole tiles.
-            let rem = n - full;
-            for r in 0..self.walks.len() {
-                let p = input!(r);
-                if !p.is_null() {
-                    std::ptr::copy_nonoverlapping(p.add(full), pads.add(r * MAX_TILE), rem);
+            let p = dst.add(base);
+            if self.stream {
+                for (k, v) in v.iter().enumerate() {
+                    v.stream(p.add(k * V::LANES));
+                }
+            } else {
+                for (k, v) in v.iter().enumerate() {
+                    v.store(p.add(k * V::LANES));
                 }
             }
-            let v = program.tile::<T, V>(
-                #[inline(always)]
-                |r| pads.add(r * MAX_TILE),
-                splats,
-                slots,
-            );
-            let out = pads.add(self.walks.len() * MAX_TILE);
-            store!(v, out);
-            std::ptr::copy_nonoverlapping(out, dst.add(full), rem);
+        }
+        if full < n {
+            partial!(full, n - full);
         }
     }
 
@@ -772,16 +800,20 @@ impl Eval<'_> {
 /// has `shape`.
 pub fn map<T: Elem>(out: &mut [T], shape: &[usize], expr: &Expr, dts: &[DType], srcs: &[RawSrc]) {
     debug_assert_eq!(dts[dts.len() - 1], T::DTYPE);
-    let eval = Eval::new(
+    let mut eval = Eval::new(
         expr,
         dts,
         srcs.iter().map(|s| Walk::new(s, s.layout)).collect(),
     );
     let total = numel(shape);
     debug_assert_eq!(out.len(), total);
+    eval.stream = eval.tiles && std::mem::size_of_val(out) >= STREAM_BYTES;
     super::par_chunks(out, |chunk, first| {
         let mut scratch = Scratch::new(&eval, eval.piece.min(chunk.len()).max(1));
         map_chunk(&eval, &mut scratch, chunk, first);
+        if eval.stream {
+            simd::store_fence();
+        }
     });
 }
 
