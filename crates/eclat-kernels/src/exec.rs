@@ -15,7 +15,7 @@ use crate::kernels::scan::scan;
 use crate::kernels::Src;
 use crate::layout::{numel, Layout};
 use crate::op::Op;
-use crate::pool::{pool, PARALLEL_THRESHOLD};
+use crate::pool::{self, PARALLEL_THRESHOLD};
 use crate::program::{arg_usize, decode_cached, shape_err, Expr, Instr, Program};
 use crate::{with_any_dtype, with_float_dtype, with_num_dtype};
 use std::ptr::NonNull;
@@ -47,7 +47,7 @@ pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Re
     if elements < PARALLEL_THRESHOLD && flops == 0 {
         run(outputs)
     } else {
-        pool().install(|| run(outputs))
+        pool::run(|| run(outputs))
     }
 }
 
