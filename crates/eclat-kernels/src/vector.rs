@@ -136,16 +136,16 @@ macro_rules! float64_transcendentals {
 }
 
 /// [`crate::math::sin_reduce_f32`] on one float32 vector: the same operations
-/// in the same order. Returns r and the rounded quotient `t`, whose low bits
-/// are the quadrant.
+/// in the same order. Returns r and the rounded quotient `t`, whose low bit
+/// is k's parity (the sign of sin r to apply).
 macro_rules! sin_reduce_f32 {
     ($x:expr, $set1:ident, $add:ident, $sub:ident, $mul:ident, $fnmadd:ident) => {{
         let x = $x;
         let magic = $set1(12_582_912.0);
-        let t = $add($mul(x, $set1(std::f32::consts::FRAC_2_PI)), magic);
+        let t = $add($mul(x, $set1(std::f32::consts::FRAC_1_PI)), magic);
         let k = $sub(t, magic);
         let mut r = x;
-        for p in crate::math::PIO2_F32_PARTS {
+        for p in crate::math::PI_F32_PARTS {
             r = $fnmadd(k, $set1(p), r);
         }
         (r, t)
@@ -159,27 +159,27 @@ macro_rules! sin_reduce_f64 {
         let xd = $xd;
         let magic = $set1(6_755_399_441_055_744.0);
         let k = $sub(
-            $add($mul(xd, $set1(std::f64::consts::FRAC_2_PI)), magic),
+            $add($mul(xd, $set1(std::f64::consts::FRAC_1_PI)), magic),
             magic,
         );
-        let r = $sub(xd, $mul(k, $set1(crate::math::PIO2_F64_HI)));
-        ($sub(r, $mul(k, $set1(crate::math::PIO2_F64_LO))), k)
+        let r = $sub(xd, $mul(k, $set1(crate::math::PI_F64_HI)));
+        ($sub(r, $mul(k, $set1(crate::math::PI_F64_LO))), k)
     }};
 }
 
-/// The two polynomials of [`crate::math::sin_quadrant`] on one float32
-/// vector: the same operations in the same order. Returns (sin r, cos r).
-macro_rules! sin_cos_polynomials {
+/// The polynomial of [`crate::math::sin_half_turn`] on one float32 vector:
+/// the same operations in the same order. Returns sin r.
+macro_rules! sin_polynomial {
     ($r:expr, $set1:ident, $mul:ident, $fmadd:ident) => {{
         let r = $r;
         let r2 = $mul(r, r);
-        let [s0, s1, s2] = crate::math::SIN_POLY;
-        let [c0, c1, c2] = crate::math::COS_POLY;
-        let ps = $fmadd($fmadd($set1(s2), r2, $set1(s1)), r2, $set1(s0));
-        let pc = $fmadd($fmadd($set1(c2), r2, $set1(c1)), r2, $set1(c0));
-        let sin = $fmadd($mul(r, r2), ps, r);
-        let cos = $fmadd($mul(r2, r2), pc, $fmadd($set1(-0.5), r2, $set1(1.0)));
-        (sin, cos)
+        let [s0, s1, s2, s3] = crate::math::SIN_POLY;
+        let p = $fmadd(
+            $fmadd($fmadd($set1(s3), r2, $set1(s2)), r2, $set1(s1)),
+            r2,
+            $set1(s0),
+        );
+        $fmadd($mul(r, r2), p, r)
     }};
 }
 
@@ -349,18 +349,14 @@ macro_rules! avx512_vector {
     };
 }
 
-/// sin(x) from its reduced argument `r` and quadrant `q` (see
-/// [`crate::math::sin_quadrant`]), AVX-512.
+/// sin(x) from its reduced argument `r` and `k`'s low bits (see
+/// [`crate::math::sin_half_turn`]), AVX-512.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn sin_of_reduced_avx512(x: __m512, r: __m512, q: __m512i) -> Avx512F32 {
-    let (sin, cos) = sin_cos_polynomials!(r, _mm512_set1_ps, _mm512_mul_ps, _mm512_fmadd_ps);
-    let v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(q, _mm512_set1_epi32(1)), sin, cos);
-    let v = _mm512_mask_blend_ps(
-        _mm512_test_epi32_mask(q, _mm512_set1_epi32(2)),
-        v,
-        _mm512_xor_ps(v, _mm512_set1_ps(-0.0)),
-    );
+unsafe fn sin_of_reduced_avx512(x: __m512, r: __m512, k: __m512i) -> Avx512F32 {
+    let v = sin_polynomial!(r, _mm512_set1_ps, _mm512_mul_ps, _mm512_fmadd_ps);
+    // k odd: flip the sign bit.
+    let v = _mm512_xor_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32::<31>(k)));
     // sin(±0) is ±0 (see `math::sin_f32`).
     Avx512F32(_mm512_mask_blend_ps(
         _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, _mm512_setzero_ps()),
@@ -372,17 +368,9 @@ unsafe fn sin_of_reduced_avx512(x: __m512, r: __m512, q: __m512i) -> Avx512F32 {
 /// [`sin_of_reduced_avx512`] for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn sin_of_reduced_avx2(x: __m256, r: __m256, q: __m256i) -> Avx2F32 {
-    let (sin, cos) = sin_cos_polynomials!(r, _mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps);
-    // (a macro, not a closure: a closure may stay a call outside the ISA's code)
-    macro_rules! bit {
-        ($b:expr) => {{
-            let m = _mm256_set1_epi32($b);
-            _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, m), m))
-        }};
-    }
-    let v = _mm256_blendv_ps(sin, cos, bit!(1));
-    let v = _mm256_blendv_ps(v, _mm256_xor_ps(v, _mm256_set1_ps(-0.0)), bit!(2));
+unsafe fn sin_of_reduced_avx2(x: __m256, r: __m256, k: __m256i) -> Avx2F32 {
+    let v = sin_polynomial!(r, _mm256_set1_ps, _mm256_mul_ps, _mm256_fmadd_ps);
+    let v = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32::<31>(k)));
     // sin(±0) is ±0 (see `math::sin_f32`).
     Avx2F32(_mm256_blendv_ps(
         v,
