@@ -37,14 +37,7 @@ pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Re
     };
     // Handing a job to the pool costs microseconds; a program whose every
     // tensor is below the threading threshold runs on the calling thread.
-    let elements: usize = program.instrs.iter().map(|i| numel(&i.shape)).sum();
-    let flops: usize = program
-        .instrs
-        .iter()
-        .filter(|i| i.op == Op::Matmul)
-        .map(|i| numel(&i.shape))
-        .sum();
-    if elements < PARALLEL_THRESHOLD && flops == 0 {
+    if program.work() < PARALLEL_THRESHOLD {
         run(outputs)
     } else {
         pool::run(|| run(outputs))

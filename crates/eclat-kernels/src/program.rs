@@ -125,6 +125,28 @@ pub struct Program {
     pub layouts: Vec<Layout>,
 }
 
+impl Program {
+    /// Elements the program's kernels touch: each kernel counts the larger of its
+    /// output and its largest source (a reduction's work is its input). Loads and
+    /// views do no work of their own (a reshape of a strided view is a copy); a
+    /// matmul always counts as large.
+    pub fn work(&self) -> usize {
+        self.instrs
+            .iter()
+            .map(|i| match i.op {
+                Op::Reshape if self.layouts[i.srcs[0]].is_contiguous() => 0,
+                Op::Load | Op::Permute | Op::Expand | Op::Slice => 0,
+                Op::Matmul => usize::MAX,
+                _ => i
+                    .srcs
+                    .iter()
+                    .map(|&s| numel(&self.instrs[s].shape))
+                    .fold(numel(&i.shape), usize::max),
+            })
+            .fold(0, usize::saturating_add)
+    }
+}
+
 /// A shape error naming the instruction's op and shape.
 pub(crate) fn shape_err(instr: &Instr, what: String) -> KernelError {
     KernelError::new(

@@ -94,3 +94,49 @@ fn a_kept_type_check_still_rejects_other_source_dtypes() {
     let err = check_cached(expr, [DType::F32, DType::I32].into_iter()).unwrap_err();
     assert_eq!(err.kind, ErrorKind::DType, "{err}");
 }
+
+/// What decides whether a program runs on the calling thread: the elements
+/// its kernels touch, not the values it names.
+#[test]
+fn work_counts_kernels_not_loads_and_views() {
+    let work = |b: Builder, outs: &[usize]| decode(&b.finish(outs)).unwrap().work();
+    let add = ExprStep {
+        op: Some(Op::Add),
+        dtype: DType::F32,
+        operands: vec![0, 0],
+        value: 0.0,
+    };
+    // x + x over 16K elements: one kernel of 16K (the load is free).
+    let mut b = Builder::default();
+    let x = b.load(0, DType::F32, &[16384]);
+    let y = b.fused(
+        Op::Add,
+        DType::F32,
+        &[16384],
+        &[x],
+        &[],
+        std::slice::from_ref(&add),
+    );
+    assert_eq!(work(b, &[y]), 16384);
+    // A sum reads its whole input.
+    let mut b = Builder::default();
+    let x = b.load(0, DType::F32, &[200, 300]);
+    let s = b.op(Op::Sum, DType::F32, &[200, 1], &[x], &[1.0]);
+    assert_eq!(work(b, &[s]), 60_000);
+    // Views are free, except a reshape of a strided view (a copy).
+    let mut b = Builder::default();
+    let x = b.load(0, DType::F32, &[200, 300]);
+    let t = b.op(Op::Permute, DType::F32, &[300, 200], &[x], &[1.0, 0.0]);
+    let flat = b.op(Op::Reshape, DType::F32, &[60_000], &[x], &[]);
+    assert_eq!(work(b, &[t, flat]), 0);
+    let mut b = Builder::default();
+    let x = b.load(0, DType::F32, &[200, 300]);
+    let t = b.op(Op::Permute, DType::F32, &[300, 200], &[x], &[1.0, 0.0]);
+    let flat = b.op(Op::Reshape, DType::F32, &[60_000], &[t], &[]);
+    assert_eq!(work(b, &[flat]), 60_000);
+    // A matmul, however small, counts as large.
+    let mut b = Builder::default();
+    let a = b.load(0, DType::F32, &[2, 2]);
+    let m = b.op(Op::Matmul, DType::F32, &[2, 2], &[a, a], &[]);
+    assert_eq!(work(b, &[m]), usize::MAX);
+}

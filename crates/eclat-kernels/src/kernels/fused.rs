@@ -33,6 +33,7 @@ use crate::vector::{Avx2F32, Avx2F64, Avx512F32, Avx512F64, Vector};
 use crate::{dispatch, with_any_dtype};
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::cell::Cell;
 
 /// A source of a fused kernel: its storage as bytes and its view, whose shape is
 /// the kernel's iteration shape (a fused reduce's source shape).
@@ -409,18 +410,49 @@ struct Scratch {
     tile_words: Vec<u64>,
 }
 
+thread_local! {
+    /// The slot memory of the last kernel this thread ran, kept for the next:
+    /// taking it costs no allocation and no zeroing (a slot is always written
+    /// before it is read), which is most of a small kernel's fixed cost.
+    static SPARE_REGS: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+}
+
+/// Slot memory larger than this (in words) is not kept between kernels.
+const SPARE_WORDS: usize = 1 << 17;
+
 impl Scratch {
     fn new(eval: &Eval, cap: usize) -> Scratch {
         let stride = cap.next_multiple_of(8) + 24;
+        // The tile machine keeps steps in registers: slots hold only gathered
+        // inputs, which `assign_slots` numbers first.
+        let slots = if eval.tiles {
+            eval.walks.len()
+        } else {
+            eval.n_slots
+        };
+        // 8 spare words: slots start on a 64-byte boundary (a vector load
+        // that straddles cache lines costs two).
+        let words = slots.max(1) * stride + 8;
+        let mut regs = SPARE_REGS.take();
+        if regs.len() < words {
+            regs = vec![0; words];
+        }
         Scratch {
             tiles: None,
             tile_words: vec![],
-            // 8 spare words: slots start on a 64-byte boundary (a vector load
-            // that straddles cache lines costs two).
-            regs: vec![0; eval.n_slots.max(1) * stride + 8],
+            regs,
             cap,
             stride,
             args: Vec::with_capacity(eval.dts.len()),
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let regs = std::mem::take(&mut self.regs);
+        if regs.len() <= SPARE_WORDS {
+            SPARE_REGS.set(regs);
         }
     }
 }
