@@ -121,7 +121,7 @@ fn work_counts_kernels_not_loads_and_views() {
     // A sum reads its whole input.
     let mut b = Builder::default();
     let x = b.load(0, DType::F32, &[200, 300]);
-    let s = b.op(Op::Sum, DType::F32, &[200, 1], &[x], &[1.0]);
+    let s = b.op(Op::Sum, DType::F32, &[200, 1], &[x], &[1.0, 1.0]);
     assert_eq!(work(b, &[s]), 60_000);
     // Views are free, except a reshape of a strided view (a copy).
     let mut b = Builder::default();
