@@ -60,22 +60,13 @@ macro_rules! simd_level {
     }};
 }
 
-fn step(op: Op, operands: &[usize]) -> ExprStep {
-    ExprStep {
-        op: Some(op),
-        dtype: DType::F32,
-        operands: operands.to_vec(),
-        value: 0.0,
-    }
-}
-
 fn transcendental_program() -> Vec<f64> {
     let steps = vec![
-        step(Op::Sin, &[0]),    // 1
-        step(Op::Exp2, &[0]),   // 2
-        step(Op::Mul, &[1, 2]), // 3
-        step(Op::Sqrt, &[0]),   // 4
-        step(Op::Add, &[3, 4]), // 5
+        ExprStep::f32(Op::Sin, &[0]),    // 1
+        ExprStep::f32(Op::Exp2, &[0]),   // 2
+        ExprStep::f32(Op::Mul, &[1, 2]), // 3
+        ExprStep::f32(Op::Sqrt, &[0]),   // 4
+        ExprStep::f32(Op::Add, &[3, 4]), // 5
     ];
     let mut b = Builder::default();
     let x = b.load(0, DType::F32, &[N]);
@@ -84,18 +75,7 @@ fn transcendental_program() -> Vec<f64> {
 }
 
 fn program() -> Vec<f64> {
-    let f = |op: Op, operands: &[usize]| ExprStep {
-        op: Some(op),
-        dtype: DType::F32,
-        operands: operands.to_vec(),
-        value: 0.0,
-    };
-    let c = |value: f64| ExprStep {
-        op: None,
-        dtype: DType::F32,
-        operands: vec![],
-        value,
-    };
+    let (f, c) = (ExprStep::f32, ExprStep::f32_const);
     // register 0 is x; constants are registers too
     let steps = vec![
         c(1.5),                   // 1

@@ -237,18 +237,7 @@ fn fused_maps_match_one_op_at_a_time() {
 /// nothing written outside the output.
 #[test]
 fn streamed_outputs_match_at_any_alignment() {
-    let f = |op: Op, operands: &[usize]| ExprStep {
-        op: Some(op),
-        dtype: DType::F32,
-        operands: operands.to_vec(),
-        value: 0.0,
-    };
-    let c = |value: f64| ExprStep {
-        op: None,
-        dtype: DType::F32,
-        operands: vec![],
-        value,
-    };
+    let (f, c) = (ExprStep::f32, ExprStep::f32_const);
     // sin(x) * exp2(y) + sqrt(max(x, 0.5)) with y a transposed view
     let steps = vec![
         f(Op::Sin, &[0]),        // 2

@@ -20,6 +20,28 @@ pub struct ExprStep {
     pub value: f64,
 }
 
+impl ExprStep {
+    /// A float32 step: `op` of the registers `operands`.
+    pub fn f32(op: Op, operands: &[usize]) -> ExprStep {
+        ExprStep {
+            op: Some(op),
+            dtype: DType::F32,
+            operands: operands.to_vec(),
+            value: 0.0,
+        }
+    }
+
+    /// A float32 constant register.
+    pub fn f32_const(value: f64) -> ExprStep {
+        ExprStep {
+            op: None,
+            dtype: DType::F32,
+            operands: vec![],
+            value,
+        }
+    }
+}
+
 fn head(
     words: &mut Vec<f64>,
     code: f64,
