@@ -2,7 +2,7 @@
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Elementwise work below this many elements stays on one thread: thread hand-off
@@ -61,27 +61,30 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if pool.current_thread_index().is_some() {
         return f();
     }
-    let done = AtomicBool::new(false);
-    let mut result = None;
-    {
+    // Shared through an Arc, so the job's last accesses (the flag, the wake-up)
+    // never touch the caller's stack, which is gone once the caller sees `done`.
+    let shared = Arc::new(Shared {
+        done: AtomicBool::new(false),
+        result: Mutex::new(None),
+    });
+    let job = {
+        let shared = Arc::clone(&shared);
         let caller = std::thread::current();
-        let (done, result) = (&done, &mut result);
         let job = move || {
-            *result = Some(catch_unwind(AssertUnwindSafe(f)));
-            // After this store the caller may return and free `done` and
-            // `result`: the job touches neither again (`caller` is owned).
-            done.store(true, Ordering::Release);
+            let result = catch_unwind(AssertUnwindSafe(f));
+            *shared.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            shared.done.store(true, Ordering::Release);
             caller.unpark();
         };
         let job: Box<dyn FnOnce() + Send + '_> = Box::new(job);
-        // SAFETY: the job borrows `done`, `result` and what `f` borrows, all of
-        // which outlive this call: the caller does not return (nor unwind:
-        // nothing below panics) until the job has set `done`, its last access.
-        let job: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(job) };
-        pool.spawn(job);
-    }
+        // SAFETY: only `f` borrows from the caller, and `f` has returned (its
+        // borrows ended) before the job sets `done`; the caller does not return
+        // or unwind (nothing below panics) until it sees `done`.
+        unsafe { std::mem::transmute::<_, Box<dyn FnOnce() + Send + 'static>>(job) }
+    };
+    pool.spawn(job);
     let start = Instant::now();
-    while !done.load(Ordering::Acquire) {
+    while !shared.done.load(Ordering::Acquire) {
         if start.elapsed() < POLL {
             std::thread::yield_now();
         } else {
@@ -90,10 +93,21 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             std::thread::park();
         }
     }
-    match result.expect("the job stored its result before setting done") {
+    let result = shared
+        .result
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match result.expect("the job stores its result before setting done") {
         Ok(r) => r,
         Err(panic) => resume_unwind(panic),
     }
+}
+
+/// What [`run`]'s job hands back to its caller.
+struct Shared<R> {
+    done: AtomicBool,
+    result: Mutex<Option<std::thread::Result<R>>>,
 }
 
 #[cfg(test)]
