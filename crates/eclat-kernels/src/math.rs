@@ -120,7 +120,7 @@ pub fn sin_reduce_f32(x: f32) -> (f32, u32) {
     (r, t.to_bits())
 }
 
-/// π = HI + LO, HI with 34 significant bits.
+/// π = HI + LO, HI with 31 significant bits (k·HI is exact for |k| < 2^22).
 pub const PI_F64_HI: f64 = 3.141_592_653_468_251_2;
 pub const PI_F64_LO: f64 = 1.215_420_101_301_238_4e-10;
 
@@ -172,7 +172,7 @@ pub fn sin_f32(x: f32) -> f32 {
     }
 }
 
-/// sin(x) for |x| <= [`SIN_FAST_LIMIT`]: reduction in float64, polynomials in float32.
+/// sin(x) for |x| <= [`SIN_FAST_LIMIT`]: reduction in float64, polynomial in float32.
 #[inline(always)]
 pub fn sin_f32_wide(x: f32) -> f32 {
     let (r, k) = sin_reduce_f64(x);
