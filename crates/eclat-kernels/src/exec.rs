@@ -35,8 +35,8 @@ pub fn execute(words: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Re
             .collect();
         Executor::new(&program, inputs, slots).run()
     };
-    // Handing a job to the pool costs microseconds; a program whose every
-    // tensor is below the threading threshold runs on the calling thread.
+    // Handing a job to the pool costs microseconds; a program whose kernels
+    // touch fewer elements than the threading threshold runs on the calling thread.
     if program.work() < PARALLEL_THRESHOLD {
         run(outputs)
     } else {

@@ -1,8 +1,8 @@
 //! The private thread pool every kernel runs on.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::mpsc::{self, TryRecvError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Elementwise work below this many elements stays on one thread: thread hand-off
@@ -61,53 +61,31 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if pool.current_thread_index().is_some() {
         return f();
     }
-    // Shared through an Arc, so the job's last accesses (the flag, the wake-up)
-    // never touch the caller's stack, which is gone once the caller sees `done`.
-    let shared = Arc::new(Shared {
-        done: AtomicBool::new(false),
-        result: Mutex::new(None),
-    });
-    let job = {
-        let shared = Arc::clone(&shared);
-        let caller = std::thread::current();
-        let job = move || {
-            let result = catch_unwind(AssertUnwindSafe(f));
-            *shared.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-            shared.done.store(true, Ordering::Release);
-            caller.unpark();
-        };
-        let job: Box<dyn FnOnce() + Send + '_> = Box::new(job);
-        // SAFETY: only `f` borrows from the caller, and `f` has returned (its
-        // borrows ended) before the job sets `done`; the caller does not return
-        // or unwind (nothing below panics) until it sees `done`.
-        unsafe { std::mem::transmute::<_, Box<dyn FnOnce() + Send + 'static>>(job) }
+    // The result comes back through a channel: after its send, the job
+    // touches nothing on the caller's stack, which is gone once it is received.
+    let (send, receive) = mpsc::sync_channel(1);
+    let job = move || {
+        // The caller is waiting until it receives, so the send cannot fail.
+        let _ = send.send(catch_unwind(AssertUnwindSafe(f)));
     };
+    let job: Box<dyn FnOnce() + Send + '_> = Box::new(job);
+    // SAFETY: only `f` borrows from the caller, and `f` has returned (its
+    // borrows ended) before the job sends; the caller does not return or
+    // unwind (nothing below panics) until it has received.
+    let job = unsafe { std::mem::transmute::<_, Box<dyn FnOnce() + Send + 'static>>(job) };
     pool.spawn(job);
     let start = Instant::now();
-    while !shared.done.load(Ordering::Acquire) {
-        if start.elapsed() < POLL {
-            std::thread::yield_now();
-        } else {
-            // Spurious wake-ups (or an unpark left over from an earlier job)
-            // just go round the loop again.
-            std::thread::park();
+    let result = loop {
+        match receive.try_recv() {
+            Ok(result) => break result,
+            Err(TryRecvError::Empty) if start.elapsed() < POLL => std::thread::yield_now(),
+            Err(_) => break receive.recv().expect("the job sends its result"),
         }
-    }
-    let result = shared
-        .result
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    match result.expect("the job stores its result before setting done") {
+    };
+    match result {
         Ok(r) => r,
         Err(panic) => resume_unwind(panic),
     }
-}
-
-/// What [`run`]'s job hands back to its caller.
-struct Shared<R> {
-    done: AtomicBool,
-    result: Mutex<Option<std::thread::Result<R>>>,
 }
 
 #[cfg(test)]
