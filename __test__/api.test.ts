@@ -85,6 +85,17 @@ describe('dtype promotion (as PyTorch)', () => {
 
 describe('hand-checked results', () => {
   const x = tensor([[1, 2, 3], [4, 5, 6]])
+  it('keeps scalar constants apart by value and dtype (-0 and 0, NaN, int32 and float32)', () => {
+    const negZero = tensor([-0, -0])
+    expect(Object.is(negZero.add(-0).dataSync()[0], -0)).toBe(true)
+    expect(Object.is(negZero.add(0).dataSync()[0], 0)).toBe(true)
+    expect(Object.is(negZero.add(-0).dataSync()[1], -0)).toBe(true)
+    expect(tensor([1]).add(NaN).item()).toBeNaN()
+    expect(tensor([1]).add(NaN).add(NaN).item()).toBeNaN()
+    expect(tensor([1], { dtype: 'int32' }).add(2).dataSync()).toEqual(new Int32Array([3]))
+    expect(tensor([1]).add(2.5).item()).toBe(3.5)
+    expect(tensor([1], { dtype: 'int32' }).add(2.5).item()).toBe(3.5)
+  })
   it('reductions', () => {
     expect(x.sum().item()).toBe(21)
     expect(x.sum(0).toArray()).toEqual([5, 7, 9])

@@ -1,6 +1,6 @@
 import type { TypedArray } from './dtype.js'
 import { EclatError } from './errors.js'
-import type { LazyNode } from './graph/node.js'
+import { nextWalkStamp, type LazyNode } from './graph/node.js'
 import { nativeBackend } from './backend/native.js'
 import { referenceBackend } from './backend/reference.js'
 
@@ -34,6 +34,10 @@ export function backendByName(name: string, context = ''): Backend {
   return BACKENDS[name]
 }
 
+/** The walk's stack of nodes and of the next source to visit in each (empty between walks). */
+const stackNodes: LazyNode[] = []
+const stackNext: number[] = []
+
 /**
  * The nodes that must be computed to know `targets`, sources before users:
  * everything reachable that has no data yet. Iterative, so deep graphs cannot
@@ -41,27 +45,31 @@ export function backendByName(name: string, context = ''): Backend {
  */
 export function scheduleOrder(targets: readonly LazyNode[]): LazyNode[] {
   const order: LazyNode[] = []
-  const visited = new Set<LazyNode>()
-  const stack: Array<[LazyNode, number]> = []
+  const stamp = nextWalkStamp()
   for (const t of targets) {
-    if (visited.has(t) || t.data) continue
-    stack.push([t, 0])
-    visited.add(t)
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!
-      const [node, i] = top
+    if (t.walk === stamp || t.data) continue
+    t.walk = stamp
+    stackNodes.push(t)
+    stackNext.push(0)
+    while (stackNodes.length > 0) {
+      const top = stackNodes.length - 1
+      const node = stackNodes[top]!
+      const i = stackNext[top]!
       if (node.arg.kind === 'load' && !node.data) {
+        stackNodes.length = stackNext.length = 0
         throw new EclatError(`realize: input '${node.arg.slot.name}' has no data; give it some with assign() first`)
       }
       if (i < node.srcs.length) {
-        top[1] = i + 1
+        stackNext[top] = i + 1
         const src = node.srcs[i]!
-        if (!visited.has(src) && !src.data) {
-          visited.add(src)
-          stack.push([src, 0])
+        if (src.walk !== stamp && !src.data) {
+          src.walk = stamp
+          stackNodes.push(src)
+          stackNext.push(0)
         }
       } else {
-        stack.pop()
+        stackNodes.pop()
+        stackNext.pop()
         order.push(node)
       }
     }

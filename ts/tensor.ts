@@ -66,21 +66,28 @@ export function loadNode(data: TypedArray | null, shape: readonly number[], dtyp
   return new LazyNode('load', [], { kind: 'load', slot }, Object.freeze([...shape]), dtype)
 }
 
-/** Load nodes of recent scalar constants: `x.add(1)` in a loop reuses one buffer. */
-const scalarNodes = new Map<string, LazyNode>()
+/** Load nodes of recent scalar constants by dtype and value: `x.add(1)` in a loop reuses one buffer. */
+const scalarNodes = new Map<DType, Map<number, LazyNode>>()
+/** Nodes of the constant -0 by dtype (a Map does not tell -0 from 0). */
+const negativeZeroNodes = new Map<DType, LazyNode>()
 
 /** A 0-d tensor holding `value` as `dtype`. */
 export function scalarTensor(value: number | boolean, dtype: DType): Tensor {
   const v = Number(value)
   // Constants never change, so one node per (dtype, value) can be shared.
-  const key = `${dtype}:${Object.is(v, -0) ? '-0' : v}`
-  let node = scalarNodes.get(key)
+  const negativeZero = Object.is(v, -0)
+  let byValue = scalarNodes.get(dtype)
+  if (!byValue) scalarNodes.set(dtype, (byValue = new Map()))
+  let node = negativeZero ? negativeZeroNodes.get(dtype) : byValue.get(v)
   if (!node) {
     const data = allocate(dtype, 1)
     data[0] = castScalar(v, dtype)
     node = loadNode(data, [], dtype, 'constant')
-    if (scalarNodes.size >= 1024) scalarNodes.clear()
-    scalarNodes.set(key, node)
+    if (negativeZero) negativeZeroNodes.set(dtype, node)
+    else {
+      if (byValue.size >= 1024) byValue.clear()
+      byValue.set(v, node)
+    }
   }
   return new Tensor(node)
 }
@@ -280,14 +287,19 @@ export class Tensor {
 
   private binary(op: BinaryOp, other: TensorLike, outDType?: DType): Tensor {
     const [a, b] = this.coerceWith(op, other)
-    const shape = broadcastShapes(op, a.shape, b.shape, () => ` (dtypes ${a.dtype}, ${b.dtype})`)
-    return a.make(op, [a.broadcastTo(shape), b.broadcastTo(shape)], NO_ARG, shape, outDType ?? a.dtype)
+    return a.broadcastBinary(op, b, outDType ?? a.dtype)
+  }
+
+  /** `op` of this and `b` (of the same dtype), broadcast together. */
+  private broadcastBinary(op: BinaryOp, b: Tensor, outDType: DType): Tensor {
+    const shape = broadcastShapes(op, this.shape, b.shape, () => ` (dtypes ${this.dtype}, ${b.dtype})`)
+    return this.make(op, [this.broadcastTo(shape), b.broadcastTo(shape)], NO_ARG, shape, outDType)
   }
 
   private arithmetic(op: 'add' | 'mul', other: TensorLike): Tensor {
     const [a, b] = this.coerceWith(op, other)
     // bool arithmetic counts, as int32.
-    return a.dtype === 'bool' ? a.cast('int32').binary(op, b.cast('int32')) : a.binary(op, b)
+    return a.dtype === 'bool' ? a.cast('int32').broadcastBinary(op, b.cast('int32'), 'int32') : a.broadcastBinary(op, b, a.dtype)
   }
 
   private bitwise(op: 'bitwiseAnd' | 'bitwiseOr' | 'bitwiseXor', other: TensorLike): Tensor {

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module'
 import { allocate, DTYPE_CODE, itemSize, type DType, type TypedArray } from '../dtype.js'
 import { AllocationError, DTypeError, EclatError, FormatError, IndexError, ShapeError } from '../errors.js'
-import type { LazyNode } from '../graph/node.js'
+import { nextWalkStamp, type LazyNode } from '../graph/node.js'
 import { numel } from '../graph/shape.js'
 import { markBusy, outputBuffer, poisonOutputs, release } from '../memory.js'
 import { OP_CODE } from '../graph/ops.js'
@@ -57,11 +57,12 @@ export function loadAddon(): Addon {
 /** An encoded program and the data it reads. */
 interface Encoded {
   words: Float64Array
-  /** The realized nodes' data, input `k` of the program being the k-th. */
-  inputs: TypedArray[]
-  /** Their dtypes. */
-  inputDTypes: DType[]
+  /** The realized nodes the program reads: input `k` is the data of the k-th. */
+  leaves: LazyNode[]
 }
+
+/** The data an encoded program reads, input by input. */
+const inputsOf = (p: Encoded): TypedArray[] => p.leaves.map((leaf) => leaf.data!)
 
 /** Byte views of typed arrays, made once per array (a realize in a loop reads the same weights). */
 const byteViews = new WeakMap<TypedArray, Uint8Array>()
@@ -286,38 +287,35 @@ const PROGRAM_CACHE_SIZE = 512
  * data of every realized node the graph reaches, input `k` being the k-th met.
  */
 function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encoded {
-  const position = new Map<LazyNode, number>()
-  order.forEach((n, i) => position.set(n, i))
-  const leafIndex = new Map<LazyNode, number>()
-  const inputs: TypedArray[] = []
-  const inputDTypes: DType[] = []
+  // Node stamps stand for maps from nodes to their position in `order` and to
+  // their input index (see `nextWalkStamp`).
+  const inOrder = nextWalkStamp()
+  for (let i = 0; i < order.length; i++) {
+    order[i]!.walk = inOrder
+    order[i]!.walkIndex = i
+  }
+  const isLeaf = nextWalkStamp()
+  const leaves: LazyNode[] = []
   const key = structureKey
   key.length = 0
   for (const node of order) {
     key.pushNode(node)
     key.push(node.srcs.length)
     for (const src of node.srcs) {
-      const p = position.get(src)
-      if (p !== undefined) {
-        key.push(p)
-        continue
-      }
-      let k = leafIndex.get(src)
-      if (k === undefined) {
-        k = inputs.length
-        leafIndex.set(src, k)
-        inputs.push(src.data!)
-        inputDTypes.push(src.dtype)
+      if (src.walk === inOrder) key.push(src.walkIndex)
+      else if (src.walk === isLeaf) key.push(-1 - src.walkIndex)
+      else {
         // a realized input: its index (negative), dtype and shape
-        key.push(-1 - k)
+        src.walk = isLeaf
+        src.walkIndex = leaves.length
+        key.push(-1 - leaves.length)
         key.pushShape(src.dtype, src.shape)
-      } else {
-        key.push(-1 - k)
+        leaves.push(src)
       }
     }
   }
   key.push(targets.length)
-  for (const t of targets) key.push(position.get(t)!)
+  for (const t of targets) key.push(t.walkIndex)
   const hash = key.hash()
   const cached = programCache.get(hash)
   let words: Float64Array
@@ -325,11 +323,11 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
     words = cached.words
     if (DEBUG_SCHEDULE) console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
   } else {
-    words = encodeProgram(order, targets, leafIndex)
+    words = encodeProgram(order, targets, new Map(leaves.map((leaf, k) => [leaf, k])))
     if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
     programCache.set(hash, { structure: key.copy(), words })
   }
-  return { words, inputs, inputDTypes }
+  return { words, leaves }
 }
 
 /** Fresh output arrays for `targets`. */
@@ -376,8 +374,8 @@ interface ArenaLayout {
 let arenaLayout: ArenaLayout | null = null
 
 function holdsLayout(layout: ArenaLayout | null, p: Encoded): layout is ArenaLayout {
-  if (layout === null || layout.words !== p.words || layout.inputBytes.length !== p.inputs.length) return false
-  for (let k = 0; k < p.inputs.length; k++) if (p.inputs[k]!.byteLength !== layout.inputBytes[k]) return false
+  if (layout === null || layout.words !== p.words || layout.inputBytes.length !== p.leaves.length) return false
+  for (let k = 0; k < p.leaves.length; k++) if (p.leaves[k]!.data!.byteLength !== layout.inputBytes[k]) return false
   return true
 }
 
@@ -394,13 +392,15 @@ function intoArena(p: Encoded, targets: readonly LazyNode[]): number[] | null {
     if (layout === null) return null
     arenaLayout = layout
   }
-  p.inputs.forEach((input, k) => {
-    const view = ARENA_VIEWS[p.inputDTypes[k]!]
-    const first = layout.inputStarts[k]! / itemSize(p.inputDTypes[k]!)
+  for (let k = 0; k < p.leaves.length; k++) {
+    const { data, dtype } = p.leaves[k]!
+    const input = data!
+    const view = ARENA_VIEWS[dtype]
+    const first = layout.inputStarts[k]! / itemSize(dtype)
     // An element loop beats `set` (a call into the runtime) on a few elements.
     if (input.length <= 64) for (let i = 0; i < input.length; i++) view[first + i] = input[i]!
     else view.set(input, first)
-  })
+  }
   if (poisonOutputs()) {
     targets.forEach((t, i) => {
       const start = layout.outputStarts[i]!
@@ -412,10 +412,10 @@ function intoArena(p: Encoded, targets: readonly LazyNode[]): number[] | null {
 
 /** Writes the header and program of `p` into the arena, or returns null when the realize does not fit. */
 function arenaLayoutFor(p: Encoded, targets: readonly LazyNode[]): ArenaLayout | null {
-  const nInputs = p.inputs.length
+  const nInputs = p.leaves.length
   const nBuffers = nInputs + targets.length
   const programAt = 2 + 2 * nBuffers
-  const inputBytes = p.inputs.map((a) => a.byteLength)
+  const inputBytes = p.leaves.map((leaf) => leaf.data!.byteLength)
   const bufferBytes = [...inputBytes, ...targets.map((t) => numel(t.shape) * itemSize(t.dtype))]
   let offset = 8 * (programAt + 1 + p.words.length)
   const data = bufferBytes.reduce((sum, n) => sum + align8(n), 0)
@@ -473,7 +473,7 @@ export const nativeBackend: Backend = {
     const outputs = starts ? null : outputsFor(targets)
     try {
       if (starts) loadAddon().realizeInArena(ARENA_BYTE_VIEW)
-      else loadAddon().realizeSync(p.words, [...p.inputs, ...outputs!].map(bytesOf), p.inputs.length)
+      else loadAddon().realizeSync(p.words, [...inputsOf(p), ...outputs!].map(bytesOf), p.leaves.length)
     } catch (e) {
       throw translate(e)
     }
@@ -483,10 +483,10 @@ export const nativeBackend: Backend = {
     const p = encode(order, targets)
     const outputs = outputsFor(targets)
     // The kernels read and write these off the JavaScript thread: not recyclable meanwhile.
-    const inUse = [...p.inputs, ...outputs]
+    const inUse = [...inputsOf(p), ...outputs]
     markBusy(inUse)
     try {
-      await loadAddon().realizeAsync(p.words, [...p.inputs, ...outputs].map(bytesOf), p.inputs.length)
+      await loadAddon().realizeAsync(p.words, inUse.map(bytesOf), p.leaves.length)
     } catch (e) {
       throw translate(e)
     } finally {

@@ -54,13 +54,30 @@ export interface NodeFlags {
   readonly segment?: Segment
 }
 
+/** The last stamp {@link nextWalkStamp} handed out. */
+let walkStamp = 0
+
+/**
+ * A stamp no node carries yet: a graph walk marks the nodes it meets with it
+ * (in {@link LazyNode.walk}) instead of filling a Set or Map, which costs more
+ * than the rest of a tiny realize.
+ */
+export function nextWalkStamp(): number {
+  return ++walkStamp
+}
+
 /**
  * One node of the lazy graph: a primitive applied to source nodes. Nodes never
- * change, except that realizing one caches its data in `realized`.
+ * change, except that realizing one caches its data in `realized` (and graph
+ * walks keep scratch numbers in `walk` and `walkIndex`).
  */
 export class LazyNode {
   /** The node's data once computed (always set for `load` nodes that have data). */
   realized: TypedArray | null = null
+  /** Scratch of graph walks: the stamp of the last walk that met this node. */
+  walk = 0
+  /** Scratch of the walk named by `walk`: the node's index in what it builds. */
+  walkIndex = 0
 
   constructor(
     readonly op: Op,

@@ -3,7 +3,7 @@ import { ShapeError, fmtShape } from '../errors.js'
 /** Number of elements of a shape. */
 export function numel(shape: readonly number[]): number {
   let n = 1
-  for (const d of shape) n *= d
+  for (let d = 0; d < shape.length; d++) n *= shape[d]!
   return n
 }
 
