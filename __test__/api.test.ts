@@ -304,6 +304,26 @@ describe('dispose and the buffer pool', () => {
     other.dispose()
   })
 
+  it('recycles small results too (through the arena and the direct path), at most 64 per dtype and size', () => {
+    setBufferPoolLimit(512 * 2 ** 20)
+    for (const n of [17, 1000, 3000]) {
+      // 17 float32 = 68 bytes: just above what V8 keeps on its own heap.
+      const small = arange(n).realize()
+      const want = Array.from(small.add(1).dataSync())
+      const before = bufferPoolInfo()
+      const many = Array.from({ length: 70 }, () => small.add(1).realize())
+      many.forEach((t) => t.dispose())
+      expect(bufferPoolInfo().buffers).toBe(before.buffers + 64)
+      expect(bufferPoolInfo().bytes).toBe(before.bytes + 64 * 4 * n)
+      const again = small.add(1).realize() // into a recycled buffer
+      expect(bufferPoolInfo().buffers).toBe(before.buffers + 63)
+      expect(Array.from(again.dataSync())).toEqual(want)
+      const handed = small.add(2).dataSync()
+      small.add(3).realize().dispose()
+      expect(handed[1]).toBe(3) // handed-out data is never recycled
+    }
+  })
+
   it('frees the pool on request and honours a limit of 0', () => {
     setBufferPoolLimit(0)
     expect(bufferPoolInfo()).toEqual({ buffers: 0, bytes: 0, limitBytes: 0 })

@@ -3,19 +3,27 @@ import { allocate, type DType, type TypedArray } from './dtype.js'
 /**
  * Output buffers of the native backend, recycled through `Tensor.dispose()`.
  *
- * A large typed array fresh from V8 costs more than most kernels that fill it:
- * its pages come zeroed from the OS on first touch (for 64 MB, about as long as
- * a whole elementwise pass). A buffer is recycled only while Eclat is its sole
+ * A typed array fresh from V8 costs more than most kernels that fill it: a
+ * large one's pages come zeroed from the OS on first touch (for 64 MB, about as
+ * long as a whole elementwise pass), and a small one (over 64 bytes) is memory
+ * V8 allocates, zeroes and later sweeps on its helper threads. A buffer is recycled only while Eclat is its sole
  * holder: it was allocated here as a realize's output, and its data was never
  * handed out (`dataSync()`, `data()`, `detach()`, `assign()` hand it out).
  * Buffers an async realize is reading or writing are never recycled.
  */
 
-/** Buffers below this size are left to V8 (fresh small arrays are cheap). */
-const MIN_POOLED_BYTES = 1 << 16
+/**
+ * Buffers up to this size are left to V8: it keeps them on its heap, where a
+ * fresh one is cheap. A larger one gets memory of its own (allocated, zeroed,
+ * and swept by V8's helper threads), which costs more than a small kernel.
+ */
+const MAX_ON_HEAP_BYTES = 64
+/** Buffers below this size are kept at most this many per dtype and length. */
+const SMALL_BYTES = 1 << 16
+const MAX_FREE_SMALL = 64
 
-/** Free buffers by dtype and length. */
-const free = new Map<string, TypedArray[]>()
+/** Free buffers by dtype, then by length. */
+const free = new Map<DType, Map<number, TypedArray[]>>()
 /** Buffers this module allocated whose data nobody outside Eclat holds. */
 const owned = new WeakSet<TypedArray>()
 /** Buffers an in-flight async realize reads or writes, with a count per realize. */
@@ -32,16 +40,14 @@ function poolLimitFromEnv(): number {
   return Number.isFinite(n) && n >= 0 ? n * 2 ** 20 : 512 * 2 ** 20
 }
 
-const keyOf = (dtype: DType, n: number): string => `${dtype}:${n}`
-
 /** A buffer for a realize's output: a recycled one of the same dtype and length, or a new one. */
 export function outputBuffer(dtype: DType, n: number): TypedArray {
-  const list = free.get(keyOf(dtype, n))
+  const list = free.get(dtype)?.get(n)
   let buffer = list?.pop()
   if (buffer) pooledBytes -= buffer.byteLength
   else buffer = allocate(dtype, n)
   if (poison) new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength).fill(0xff)
-  if (buffer.byteLength >= MIN_POOLED_BYTES) owned.add(buffer)
+  if (buffer.byteLength > MAX_ON_HEAP_BYTES) owned.add(buffer)
   return buffer
 }
 
@@ -59,9 +65,11 @@ export function recycle(buffer: TypedArray, dtype: DType): boolean {
   if (!owned.has(buffer) || busy.has(buffer)) return false
   owned.delete(buffer)
   if (pooledBytes + buffer.byteLength > limitBytes) return true // dropped: V8 frees it
-  const key = keyOf(dtype, buffer.length)
-  let list = free.get(key)
-  if (!list) free.set(key, (list = []))
+  let bySize = free.get(dtype)
+  if (!bySize) free.set(dtype, (bySize = new Map()))
+  let list = bySize.get(buffer.length)
+  if (!list) bySize.set(buffer.length, (list = []))
+  if (buffer.byteLength < SMALL_BYTES && list.length >= MAX_FREE_SMALL) return true // dropped
   list.push(buffer)
   pooledBytes += buffer.byteLength
   return true
@@ -100,7 +108,7 @@ export interface BufferPoolInfo {
  */
 export function bufferPoolInfo(): BufferPoolInfo {
   let buffers = 0
-  for (const list of free.values()) buffers += list.length
+  for (const bySize of free.values()) for (const list of bySize.values()) buffers += list.length
   return { buffers, bytes: pooledBytes, limitBytes }
 }
 
@@ -114,9 +122,11 @@ export function bufferPoolInfo(): BufferPoolInfo {
 export function setBufferPoolLimit(bytes: number): void {
   if (!(bytes >= 0)) throw new RangeError(`setBufferPoolLimit: expected a size in bytes >= 0, got ${bytes}`)
   limitBytes = bytes
-  for (const [key, list] of free) {
-    while (pooledBytes > limitBytes && list.length > 0) pooledBytes -= list.pop()!.byteLength
-    if (list.length === 0) free.delete(key)
+  for (const bySize of free.values()) {
+    for (const [n, list] of bySize) {
+      while (pooledBytes > limitBytes && list.length > 0) pooledBytes -= list.pop()!.byteLength
+      if (list.length === 0) bySize.delete(n)
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module'
-import { allocate, DTYPE_CODE, itemSize, type DType, type TypedArray } from '../dtype.js'
+import { DTYPE_CODE, itemSize, type DType, type TypedArray } from '../dtype.js'
 import { AllocationError, DTypeError, EclatError, FormatError, IndexError, ShapeError } from '../errors.js'
 import { nextWalkStamp, type LazyNode } from '../graph/node.js'
 import { numel } from '../graph/shape.js'
@@ -10,7 +10,7 @@ import { describeKernel, schedule } from '../schedule.js'
 
 /** The functions the Rust addon exports (`crates/eclat-node`). */
 interface Addon {
-  realizeSync(program: Float64Array, buffers: Uint8Array[], nInputs: number): void
+  realizeSync(program: Float64Array, buffers: TypedArray[], nInputs: number): void
   realizeAsync(program: Float64Array, buffers: Uint8Array[], nInputs: number): Promise<unknown>
   realizeInArena(arena: Uint8Array): void
   primitiveNames(): string[]
@@ -64,18 +64,8 @@ interface Encoded {
 /** The data an encoded program reads, input by input. */
 const inputsOf = (p: Encoded): TypedArray[] => p.leaves.map((leaf) => leaf.data!)
 
-/** Byte views of typed arrays, made once per array (a realize in a loop reads the same weights). */
-const byteViews = new WeakMap<TypedArray, Uint8Array>()
-
-function bytesOf(a: TypedArray): Uint8Array {
-  if (a instanceof Uint8Array) return a
-  let view = byteViews.get(a)
-  if (!view) {
-    view = new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
-    byteViews.set(a, view)
-  }
-  return view
-}
+/** A byte view of a typed array (what `realizeAsync` takes). */
+const bytesOf = (a: TypedArray): Uint8Array => (a instanceof Uint8Array ? a : new Uint8Array(a.buffer, a.byteOffset, a.byteLength))
 
 /** Where numbers are appended: a plain array or a structure key. */
 interface NumberSink {
@@ -434,10 +424,10 @@ function arenaLayoutFor(p: Encoded, targets: readonly LazyNode[]): ArenaLayout |
   return { words: p.words, inputBytes, inputStarts: starts.slice(0, nInputs), outputStarts: starts.slice(nInputs) }
 }
 
-/** A fresh typed array holding target `t`'s values, written at byte `start` of the arena. */
+/** An output array (fresh or recycled) holding target `t`'s values, written at byte `start` of the arena. */
 function copyOut(start: number, t: LazyNode): TypedArray {
   const first = start / itemSize(t.dtype)
-  const out = allocate(t.dtype, numel(t.shape))
+  const out = outputBuffer(t.dtype, numel(t.shape))
   const view = ARENA_VIEWS[t.dtype]
   // An element loop beats `set` (which first makes a subarray) on a few elements.
   if (out.length <= 64) for (let i = 0; i < out.length; i++) out[i] = view[first + i]!
@@ -473,7 +463,7 @@ export const nativeBackend: Backend = {
     const outputs = starts ? null : outputsFor(targets)
     try {
       if (starts) loadAddon().realizeInArena(ARENA_BYTE_VIEW)
-      else loadAddon().realizeSync(p.words, [...inputsOf(p), ...outputs!].map(bytesOf), p.leaves.length)
+      else loadAddon().realizeSync(p.words, [...inputsOf(p), ...outputs!], p.leaves.length)
     } catch (e) {
       throw translate(e)
     }

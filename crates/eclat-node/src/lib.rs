@@ -4,7 +4,7 @@
 
 use eclat_kernels::{execute, pool, KernelError, Op};
 use napi::bindgen_prelude::{
-    AsyncTask, Float64Array, Float64ArraySlice, Uint8Array, Uint8ArraySlice,
+    AsyncTask, Float64Array, Float64ArraySlice, TypedArray, Uint8Array, Uint8ArraySlice,
 };
 use napi::{Env, Error, Status, Task};
 use napi_derive::napi;
@@ -42,18 +42,23 @@ fn realize_impl(program: &[f64], buffers: &mut [&mut [u8]], n_inputs: usize) -> 
 }
 
 /// Runs an encoded program on the calling thread (which blocks until it is done).
-/// `buffers` holds the program's inputs, then its outputs, as byte views. The
-/// arrays are borrowed for the call (no references are created: this call is
-/// most of a tiny realize's cost).
+/// `buffers` holds the program's inputs, then its outputs: typed arrays of any
+/// element type, read as the bytes they view (so JavaScript makes no byte views).
+/// The arrays are borrowed for the call (no references are created: this call
+/// is most of a small realize's cost).
 #[napi]
 pub fn realize_sync(
     program: Float64ArraySlice,
-    mut buffers: Vec<Uint8ArraySlice>,
+    mut buffers: Vec<TypedArray>,
     n_inputs: u32,
 ) -> napi::Result<()> {
     // SAFETY: JavaScript allocated the output arrays for this call alone and
-    // does not run while it lasts; inputs are only read.
-    let mut views: Vec<&mut [u8]> = buffers.iter_mut().map(|b| unsafe { b.as_mut() }).collect();
+    // does not run while it lasts; inputs are only read. Each slice is the
+    // bytes its array views (napi applies the byte offset).
+    let mut views: Vec<&mut [u8]> = buffers
+        .iter_mut()
+        .map(|b| unsafe { b.arraybuffer.as_mut() })
+        .collect();
     realize_impl(program.as_ref(), &mut views, n_inputs as usize)
 }
 
