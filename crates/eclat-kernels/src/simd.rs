@@ -109,6 +109,20 @@ pub fn store_fence() {
     }
 }
 
+/// Asks the CPU to start loading the cache line holding `p` (a hint: it never
+/// faults, so `p` may lie anywhere, and does nothing where there is no such
+/// instruction).
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is part of SSE, in every x86-64 CPU, and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Runs `f` compiled with AVX-512 enabled: `f` and the `#[inline(always)]`
 /// kernel bodies it calls inline into this function and vectorize at 512 bits.
 ///
