@@ -34,6 +34,7 @@ use crate::{dispatch, with_any_dtype};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::sync::Arc;
 
 /// A source of a fused kernel: its storage as bytes and its view, whose shape is
 /// the kernel's iteration shape (a fused reduce's source shape).
@@ -159,6 +160,96 @@ struct Walk<'a> {
     /// One stride list (the form `for_each_run` takes).
     strides: [Vec<isize>; 1],
     offset: isize,
+    /// For runs shorter than [`SHORT_RUN`]: the source's offsets over blocks
+    /// of its innermost axes, so gathering it costs a table lookup per element
+    /// instead of a run's bookkeeping per few elements. Shared: a matmul
+    /// epilogue copies its walks for every block of the product.
+    blocks: Option<Arc<Blocks>>,
+}
+
+/// Runs shorter than this gather through a [`Blocks`] table (a pooling
+/// window's gradient broadcasts along axes of 2 or 3).
+const SHORT_RUN: usize = 16;
+/// The most offsets a [`Blocks`] table holds.
+const BLOCK_TABLE: usize = 4096;
+
+/// A source's innermost axes as one block of precomputed offsets, and the
+/// axes outside it.
+#[derive(Clone)]
+struct Blocks {
+    /// Offsets of a block's positions, relative to the block's start.
+    table: Vec<isize>,
+    outer_shape: Vec<usize>,
+    outer_strides: [Vec<isize>; 1],
+}
+
+impl Blocks {
+    /// The table for `shape` and `strides` when their last run is short and
+    /// at least two innermost axes fit in it.
+    fn new(shape: &[usize], strides: &[isize]) -> Option<Blocks> {
+        let nd = shape.len();
+        if nd < 2 || shape[nd - 1] >= SHORT_RUN {
+            return None;
+        }
+        let mut inner = 1;
+        let mut size = shape[nd - 1];
+        while inner < nd && size * shape[nd - 1 - inner] <= BLOCK_TABLE {
+            size *= shape[nd - 1 - inner];
+            inner += 1;
+        }
+        if inner < 2 {
+            return None;
+        }
+        let split = nd - inner;
+        let mut table = Vec::with_capacity(size);
+        let inner_strides = [strides[split..].to_vec()];
+        for_each_run(
+            &shape[split..],
+            &inner_strides,
+            [0],
+            0,
+            size,
+            |[o], _, len| {
+                let s = inner_strides[0][inner - 1];
+                table.extend((0..len as isize).map(|i| o + i * s));
+            },
+        );
+        let (outer_shape, outer_strides) = if split == 0 {
+            (vec![1], [vec![0]])
+        } else {
+            (shape[..split].to_vec(), [strides[..split].to_vec()])
+        };
+        Some(Blocks {
+            table,
+            outer_shape,
+            outer_strides,
+        })
+    }
+
+    /// Calls `f(position, element offset)` for positions `start..end`.
+    #[inline(always)]
+    fn for_each(&self, base: isize, start: usize, end: usize, mut f: impl FnMut(usize, isize)) {
+        let size = self.table.len();
+        let outer_step = *self.outer_strides[0].last().unwrap();
+        let (first, last) = (start / size, end.div_ceil(size));
+        for_each_run(
+            &self.outer_shape,
+            &self.outer_strides,
+            [base],
+            first,
+            last,
+            |[o], block, len| {
+                for b in 0..len {
+                    let at = (block + b) * size;
+                    let o = o + b as isize * outer_step;
+                    let (from, to) = (start.max(at), end.min(at + size));
+                    for (p, &t) in (from..to).zip(&self.table[from - at..to - at]) {
+                        f(p, o + t);
+                    }
+                }
+            },
+        );
+    }
 }
 
 impl<'a> Walk<'a> {
@@ -170,6 +261,7 @@ impl<'a> Walk<'a> {
             bytes: src.bytes,
             size: src.dtype.size(),
             dtype: src.dtype,
+            blocks: Blocks::new(&shape, &strides).map(Arc::new),
             shape,
             strides: [strides],
             offset: layout.offset,
@@ -656,9 +748,10 @@ impl Eval<'_> {
                         // SAFETY: the source's bytes are aligned elements of its dtype.
                         let data = std::slice::from_raw_parts(w.bytes.as_ptr() as *const T, w.bytes.len() / w.size);
                         let out = std::slice::from_raw_parts_mut(reg as *mut T, n);
-                        match located {
-                            Some((o, s)) => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
-                            None => for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
+                        match (located, &w.blocks) {
+                            (Some((o, s)), _) => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
+                            (None, Some(blocks)) => blocks.for_each(w.offset, start, start + n, |p, o| out[p - start] = data[o as usize]),
+                            (None, None) => for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
                                 let s = *w.strides[0].last().unwrap();
                                 for i in 0..len {
                                     out[pos - start + i] = data[(o + i as isize * s) as usize];
@@ -1109,6 +1202,7 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
             shape: vec![total],
             strides: [vec![1]],
             offset: -(position as isize),
+            blocks: None,
         };
         let mut walks = vec![product];
         walks.extend(operands.iter().cloned());
@@ -1117,4 +1211,49 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
         let dst = shared.slice_mut(position, tile.len());
         map_chunk(&eval, &mut scratch, dst, position);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every position's offset through a block table, against the run walker.
+    #[test]
+    fn block_tables_give_the_offsets_of_the_run_walker() {
+        let cases: [(&[usize], &[isize]); 5] = [
+            // A pooling window's gradient: [64, 16, 14, 2, 14, 2] broadcast from [64, 16, 14, 1, 14, 1].
+            (&[64, 16, 14, 2, 14, 2], &[3136, 196, 14, 0, 1, 0]),
+            (&[3, 5, 2], &[-10, 2, 1]),
+            (&[7, 3, 3], &[1, 0, 7]),
+            (&[2, 9, 4, 3], &[500, 3, 100, 30]),
+            (&[1000, 3], &[3, 1]),
+        ];
+        for (shape, strides) in cases {
+            let blocks = Blocks::new(shape, strides).expect("short runs get a table");
+            assert!(blocks.table.len() <= BLOCK_TABLE);
+            let total: usize = shape.iter().product();
+            let mut want = vec![0isize; total];
+            let strides_k = [strides.to_vec()];
+            for_each_run(shape, &strides_k, [40], 0, total, |[o], pos, len| {
+                for i in 0..len {
+                    want[pos + i] = o + i as isize * strides[strides.len() - 1];
+                }
+            });
+            for (start, end) in [
+                (0, total),
+                (1, total - 1),
+                (total / 3, total / 3 + 5),
+                (5, 6),
+                (7, 7),
+            ] {
+                let mut got = vec![];
+                blocks.for_each(40, start, end, |p, o| got.push((p, o)));
+                let expected: Vec<(usize, isize)> = (start..end).map(|p| (p, want[p])).collect();
+                assert_eq!(got, expected, "{shape:?} {strides:?} {start}..{end}");
+            }
+        }
+        // Long runs, or one short axis alone, keep the run walker.
+        assert!(Blocks::new(&[100, 64], &[64, 1]).is_none());
+        assert!(Blocks::new(&[3], &[1]).is_none());
+    }
 }
