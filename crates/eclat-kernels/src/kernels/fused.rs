@@ -751,12 +751,18 @@ impl Eval<'_> {
                         match (located, &w.blocks) {
                             (Some((o, s)), _) => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
                             (None, Some(blocks)) => blocks.for_each(w.offset, start, start + n, |p, o| out[p - start] = data[o as usize]),
-                            (None, None) => for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
+                            (None, None) => {
                                 let s = *w.strides[0].last().unwrap();
-                                for i in 0..len {
-                                    out[pos - start + i] = data[(o + i as isize * s) as usize];
-                                }
-                            }),
+                                for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
+                                    let out = &mut out[pos - start..pos - start + len];
+                                    // Rows of a broadcast bias and the like: a copy or a fill per run.
+                                    match s {
+                                        1 => out.copy_from_slice(&data[o as usize..o as usize + len]),
+                                        0 => out.fill(data[o as usize]),
+                                        _ => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
+                                    }
+                                })
+                            }
                         }
                     });
                     Arg::Ptr(reg)
