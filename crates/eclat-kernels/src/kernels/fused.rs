@@ -177,15 +177,16 @@ const BLOCK_TABLE: usize = 4096;
 /// axes outside it.
 #[derive(Clone)]
 struct Blocks {
-    /// Offsets of a block's positions, relative to the block's start.
-    table: Vec<isize>,
+    /// Offsets of a block's positions, relative to the block's start (32-bit,
+    /// so a vector gather loads 16 at a time with AVX-512).
+    table: Vec<i32>,
     outer_shape: Vec<usize>,
     outer_strides: [Vec<isize>; 1],
 }
 
 impl Blocks {
-    /// The table for `shape` and `strides` when their last run is short and
-    /// at least two innermost axes fit in it.
+    /// The table for `shape` and `strides` when their last run is short, at
+    /// least two innermost axes fit in it, and its offsets fit in 32 bits.
     fn new(shape: &[usize], strides: &[isize]) -> Option<Blocks> {
         let nd = shape.len();
         if nd < 2 || shape[nd - 1] >= SHORT_RUN {
@@ -201,8 +202,9 @@ impl Blocks {
             return None;
         }
         let split = nd - inner;
-        let mut table = Vec::with_capacity(size);
         let inner_strides = [strides[split..].to_vec()];
+        let mut table = Vec::with_capacity(size);
+        let mut fits = true;
         for_each_run(
             &shape[split..],
             &inner_strides,
@@ -211,9 +213,16 @@ impl Blocks {
             size,
             |[o], _, len| {
                 let s = inner_strides[0][inner - 1];
-                table.extend((0..len as isize).map(|i| o + i * s));
+                for i in 0..len as isize {
+                    let offset = i32::try_from(o + i * s);
+                    fits &= offset.is_ok();
+                    table.push(offset.unwrap_or(0));
+                }
             },
         );
+        if !fits {
+            return None;
+        }
         let (outer_shape, outer_strides) = if split == 0 {
             (vec![1], [vec![0]])
         } else {
@@ -226,10 +235,16 @@ impl Blocks {
         })
     }
 
-    /// Calls `f(position, element offset)` for positions `start..end`.
+    /// Copies positions `start..start + out.len()` of the source whose first
+    /// element is at `data[base]` into `out`.
+    ///
+    /// # Safety
+    /// Every position of the source's layout lies inside `data` (the executor
+    /// checks a value's layout against its storage).
     #[inline(always)]
-    fn for_each(&self, base: isize, start: usize, end: usize, mut f: impl FnMut(usize, isize)) {
+    unsafe fn gather<T: Copy>(&self, data: &[T], base: isize, start: usize, out: &mut [T]) {
         let size = self.table.len();
+        let end = start + out.len();
         let outer_step = *self.outer_strides[0].last().unwrap();
         let (first, last) = (start / size, end.div_ceil(size));
         for_each_run(
@@ -243,8 +258,10 @@ impl Blocks {
                     let at = (block + b) * size;
                     let o = o + b as isize * outer_step;
                     let (from, to) = (start.max(at), end.min(at + size));
-                    for (p, &t) in (from..to).zip(&self.table[from - at..to - at]) {
-                        f(p, o + t);
+                    let dst = &mut out[from - start..to - start];
+                    for (v, &t) in dst.iter_mut().zip(&self.table[from - at..to - at]) {
+                        // SAFETY: o + t is a position of the layout (see above).
+                        *v = *data.get_unchecked((o + t as isize) as usize);
                     }
                 }
             },
@@ -750,7 +767,7 @@ impl Eval<'_> {
                         let out = std::slice::from_raw_parts_mut(reg as *mut T, n);
                         match (located, &w.blocks) {
                             (Some((o, s)), _) => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
-                            (None, Some(blocks)) => blocks.for_each(w.offset, start, start + n, |p, o| out[p - start] = data[o as usize]),
+                            (None, Some(blocks)) => blocks.gather(data, w.offset, start, out),
                             (None, None) => {
                                 let s = *w.strides[0].last().unwrap();
                                 for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
@@ -1245,6 +1262,8 @@ mod tests {
                     want[pos + i] = o + i as isize * strides[strides.len() - 1];
                 }
             });
+            // Each element holds its own offset, so a gather returns offsets.
+            let data: Vec<i64> = (0..=*want.iter().max().unwrap() as i64).collect();
             for (start, end) in [
                 (0, total),
                 (1, total - 1),
@@ -1252,9 +1271,10 @@ mod tests {
                 (5, 6),
                 (7, 7),
             ] {
-                let mut got = vec![];
-                blocks.for_each(40, start, end, |p, o| got.push((p, o)));
-                let expected: Vec<(usize, isize)> = (start..end).map(|p| (p, want[p])).collect();
+                let mut got = vec![-1i64; end - start];
+                // SAFETY: `data` holds every offset the layout reaches.
+                unsafe { blocks.gather(&data, 40, start, &mut got) };
+                let expected: Vec<i64> = want[start..end].iter().map(|&o| o as i64).collect();
                 assert_eq!(got, expected, "{shape:?} {strides:?} {start}..{end}");
             }
         }
