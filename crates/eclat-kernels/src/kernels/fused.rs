@@ -173,6 +173,19 @@ const SHORT_RUN: usize = 16;
 /// The most offsets a [`Blocks`] table holds.
 const BLOCK_TABLE: usize = 4096;
 
+/// `out[i] = data[at + i * step]`: one run of a strided source (a transposed
+/// view), by vector gathers where the SIMD level has them.
+///
+/// # Safety
+/// Every `at + i * step` lies inside `data` (a run of a layout the executor
+/// checked against its storage).
+#[inline(always)]
+unsafe fn strided<T: Copy>(out: &mut [T], data: &[T], at: isize, step: isize) {
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = *data.get_unchecked((at + i as isize * step) as usize);
+    }
+}
+
 /// A source's innermost axes as one block of precomputed offsets, and the
 /// axes outside it.
 #[derive(Clone)]
@@ -766,7 +779,7 @@ impl Eval<'_> {
                         let data = std::slice::from_raw_parts(w.bytes.as_ptr() as *const T, w.bytes.len() / w.size);
                         let out = std::slice::from_raw_parts_mut(reg as *mut T, n);
                         match (located, &w.blocks) {
-                            (Some((o, s)), _) => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
+                            (Some((o, s)), _) => strided(out, data, o, s),
                             (None, Some(blocks)) => blocks.gather(data, w.offset, start, out),
                             (None, None) => {
                                 let s = *w.strides[0].last().unwrap();
@@ -776,7 +789,7 @@ impl Eval<'_> {
                                     match s {
                                         1 => out.copy_from_slice(&data[o as usize..o as usize + len]),
                                         0 => out.fill(data[o as usize]),
-                                        _ => out.iter_mut().enumerate().for_each(|(i, v)| *v = data[(o + i as isize * s) as usize]),
+                                        _ => strided(out, data, o, s),
                                     }
                                 })
                             }
