@@ -171,6 +171,16 @@ describe('realization', () => {
     expect(countRealizeCalls(() => (y.realize(), y.sum().item()))).toBe(1)
   })
 
+  it('reads two inputs that share one buffer (detach) in every realize path', async () => {
+    for (const n of [10, 5000]) {
+      // 10 elements go through the arena, 5000 hand their arrays over as they are.
+      const x = arange(n).realize()
+      const want = Array.from({ length: n }, (_, i) => 3 * i)
+      expect(Array.from(x.add(x.detach()).add(x).dataSync())).toEqual(want)
+      expect(Array.from(await x.detach().add(x).add(x).data())).toEqual(want)
+    }
+  })
+
   it('gives each small output its own array, whatever the dtypes realized together', () => {
     const x = tensor([1.5, -2, 3])
     const outs = [x.mul(2), x.cast('int32'), x.lt(0), x.cast('float64').sum(), x.neg()]

@@ -14,18 +14,10 @@ fn to_js_error(e: KernelError) -> Error {
     Error::new(Status::GenericFailure, e.to_string())
 }
 
-/// Runs a program over `buffers` (byte views): the first `n_inputs` are read,
-/// the rest are written. A panic becomes an error; it never unwinds into Node.
-fn realize_impl(program: &[f64], buffers: &mut [&mut [u8]], n_inputs: usize) -> napi::Result<()> {
-    if n_inputs > buffers.len() {
-        return Err(Error::new(
-            Status::InvalidArg,
-            "realize: more inputs than buffers".to_owned(),
-        ));
-    }
-    let (inputs, outputs) = buffers.split_at_mut(n_inputs);
-    let inputs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-    match catch_unwind(AssertUnwindSafe(|| execute(program, &inputs, outputs))) {
+/// Runs a program reading `inputs` and writing `outputs` (byte views). A panic
+/// becomes an error; it never unwinds into Node.
+fn realize_impl(program: &[f64], inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> napi::Result<()> {
+    match catch_unwind(AssertUnwindSafe(|| execute(program, inputs, outputs))) {
         Ok(result) => result.map_err(to_js_error),
         Err(panic) => {
             let what = panic
@@ -41,6 +33,17 @@ fn realize_impl(program: &[f64], buffers: &mut [&mut [u8]], n_inputs: usize) -> 
     }
 }
 
+/// `n_inputs`, checked against the number of buffers (inputs come first).
+fn input_count(n_inputs: usize, n_buffers: usize) -> napi::Result<usize> {
+    if n_inputs > n_buffers {
+        return Err(Error::new(
+            Status::InvalidArg,
+            "realize: more inputs than buffers".to_owned(),
+        ));
+    }
+    Ok(n_inputs)
+}
+
 /// Runs an encoded program on the calling thread (which blocks until it is done).
 /// `buffers` holds the program's inputs, then its outputs: typed arrays of any
 /// element type, read as the bytes they view (so JavaScript makes no byte views).
@@ -52,14 +55,18 @@ pub fn realize_sync(
     mut buffers: Vec<TypedArray>,
     n_inputs: u32,
 ) -> napi::Result<()> {
+    let n_inputs = input_count(n_inputs as usize, buffers.len())?;
+    let (ins, outs) = buffers.split_at_mut(n_inputs);
+    // Each slice is the bytes its array views (napi applies the byte offset).
+    // Inputs are only read (two may view the same memory).
+    let inputs: Vec<&[u8]> = ins.iter().map(|b| &*b.arraybuffer).collect();
     // SAFETY: JavaScript allocated the output arrays for this call alone and
-    // does not run while it lasts; inputs are only read. Each slice is the
-    // bytes its array views (napi applies the byte offset).
-    let mut views: Vec<&mut [u8]> = buffers
+    // does not run while it lasts.
+    let mut outputs: Vec<&mut [u8]> = outs
         .iter_mut()
         .map(|b| unsafe { b.arraybuffer.as_mut() })
         .collect();
-    realize_impl(program.as_ref(), &mut views, n_inputs as usize)
+    realize_impl(program.as_ref(), &inputs, &mut outputs)
 }
 
 /// Runs a small program whose words, inputs and outputs all live in one
@@ -111,7 +118,9 @@ pub fn realize_in_arena(mut arena: Uint8ArraySlice) -> napi::Result<()> {
         rest = tail;
         cursor = offset + len;
     }
-    realize_impl(program, &mut views, n_inputs)
+    let (ins, outputs) = views.split_at_mut(input_count(n_inputs, n_buffers)?);
+    let inputs: Vec<&[u8]> = ins.iter().map(|v| &**v).collect();
+    realize_impl(program, &inputs, outputs)
 }
 
 fn arena_error(what: &str) -> Error {
@@ -156,14 +165,15 @@ impl Task for Realize {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<()> {
+        let n_buffers = self.buffers.len();
+        let (ins, outs) = self
+            .buffers
+            .split_at_mut(input_count(self.n_inputs, n_buffers)?);
+        let inputs: Vec<&[u8]> = ins.iter().map(|b| &b[..]).collect();
         // SAFETY: the output arrays were allocated for this task alone and stay
         // referenced (untouched by JavaScript) until it resolves.
-        let mut views: Vec<&mut [u8]> = self
-            .buffers
-            .iter_mut()
-            .map(|b| unsafe { b.as_mut() })
-            .collect();
-        realize_impl(&self.program, &mut views, self.n_inputs)
+        let mut outputs: Vec<&mut [u8]> = outs.iter_mut().map(|b| unsafe { b.as_mut() }).collect();
+        realize_impl(&self.program, &inputs, &mut outputs)
     }
 
     fn resolve(&mut self, _env: Env, _output: ()) -> napi::Result<()> {
