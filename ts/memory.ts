@@ -6,10 +6,11 @@ import { allocate, type DType, type TypedArray } from './dtype.js'
  * A typed array fresh from V8 costs more than most kernels that fill it: a
  * large one's pages come zeroed from the OS on first touch (for 64 MB, about as
  * long as a whole elementwise pass), and a small one (over 64 bytes) is memory
- * V8 allocates, zeroes and later sweeps on its helper threads. A buffer is recycled only while Eclat is its sole
- * holder: it was allocated here as a realize's output, and its data was never
- * handed out (`dataSync()`, `data()`, `detach()`, `assign()` hand it out).
- * Buffers an async realize is reading or writing are never recycled.
+ * V8 allocates, zeroes and later sweeps on its helper threads. A buffer is
+ * recycled only while Eclat is its sole holder: it was allocated here as a
+ * realize's output, and its data was never handed out (`dataSync()`, `data()`,
+ * `detach()`, `assign()` hand it out). Buffers an async realize is reading or
+ * writing are never recycled.
  */
 
 /**
