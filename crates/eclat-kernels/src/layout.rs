@@ -121,6 +121,12 @@ impl Layout {
         }
         (self.offset >= 0).then_some(max as usize + 1)
     }
+
+    /// Whether every position of the view lies inside a buffer of `len`
+    /// elements (no negative strides or offset, extent at most `len`).
+    pub fn fits(&self, len: usize) -> bool {
+        self.extent().is_some_and(|e| e <= len)
+    }
 }
 
 /// Merges adjacent axes that every operand walks as one (and drops size-1 axes),

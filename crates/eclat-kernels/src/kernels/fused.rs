@@ -284,6 +284,13 @@ impl Blocks {
 
 impl<'a> Walk<'a> {
     fn new(src: &RawSrc<'a>, layout: &Layout) -> Walk<'a> {
+        // Strided runs and block tables read without bounds checks (the
+        // executor checked this already; a caller of the public kernels may not have).
+        assert!(
+            layout.fits(src.bytes.len() / src.dtype.size()),
+            "fused kernel: source view {layout:?} exceeds its {} bytes",
+            src.bytes.len()
+        );
         // Positions go in row-major order, which never stops two axes merging:
         // only the source's own strides decide.
         let (shape, [strides]) = collapse(&layout.shape, [&layout.strides]);

@@ -35,6 +35,14 @@ pub fn gather<T: Copy + Send + Sync>(
     axis: usize,
     index: Src<i32>,
 ) -> Result<()> {
+    // `gather_line` reads without bounds checks (the executor checked this
+    // already; a caller of the public kernel may not have).
+    assert!(
+        src.layout.fits(src.data.len()),
+        "gather: source view {:?} exceeds its {} elements",
+        src.layout,
+        src.data.len()
+    );
     let shape = &index.layout.shape;
     let size = src.layout.shape[axis];
     let axis_stride = src.layout.strides[axis];
@@ -445,6 +453,27 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    /// A source view reaching past its data is refused before anything is read
+    /// (the vector path reads without bounds checks).
+    #[test]
+    #[should_panic(expected = "exceeds its 4 elements")]
+    fn gather_refuses_a_view_past_its_data() {
+        let src = vec![1f32, 2.0, 3.0, 4.0];
+        let idx = vec![0i32, 1];
+        let _ = gather(
+            &mut [0f32; 2],
+            Src {
+                data: &src,
+                layout: &Layout::contiguous(&[1, 8]),
+            },
+            1,
+            Src {
+                data: &idx,
+                layout: &Layout::contiguous(&[1, 2]),
+            },
+        );
     }
 
     #[test]
