@@ -288,11 +288,7 @@ impl<'p> Executor<'p> {
             st.dtype, value.dtype,
             "a value views storage of its own dtype"
         );
-        let fits = value
-            .layout
-            .extent()
-            .is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
-        if !fits {
+        if !value.layout.fits(st.len) {
             return Err(KernelError::format(format!(
                 "{}: view {:?} exceeds its storage",
                 instr.op.name(),
@@ -312,11 +308,7 @@ impl<'p> Executor<'p> {
     fn raw_src(&self, label: impl Fn() -> String, v: usize) -> Result<RawSrc<'p>> {
         let value = self.value(v);
         let st = &self.storages[value.storage];
-        let fits = value
-            .layout
-            .extent()
-            .is_some_and(|e| e as isize + value.layout.offset.min(0) <= st.len as isize);
-        if !fits {
+        if !value.layout.fits(st.len) {
             return Err(KernelError::format(format!(
                 "{}: view {:?} exceeds its storage",
                 label(),

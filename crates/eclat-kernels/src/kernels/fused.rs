@@ -177,8 +177,8 @@ const BLOCK_TABLE: usize = 4096;
 /// view), by vector gathers where the SIMD level has them.
 ///
 /// # Safety
-/// Every `at + i * step` lies inside `data` (a run of a layout the executor
-/// checked against its storage).
+/// Every `at + i * step` lies inside `data` (a run of a layout `Walk::new`
+/// checked against it).
 #[inline(always)]
 unsafe fn strided<T: Copy>(out: &mut [T], data: &[T], at: isize, step: isize) {
     for (i, v) in out.iter_mut().enumerate() {
@@ -252,8 +252,8 @@ impl Blocks {
     /// element is at `data[base]` into `out`.
     ///
     /// # Safety
-    /// Every position of the source's layout lies inside `data` (the executor
-    /// checks a value's layout against its storage).
+    /// Every position of the source's layout lies inside `data` (asserted by
+    /// `Walk::new`).
     #[inline(always)]
     unsafe fn gather<T: Copy>(&self, data: &[T], base: isize, start: usize, out: &mut [T]) {
         let size = self.table.len();
