@@ -45,6 +45,18 @@ pub trait Vector<T: Copy>: Copy {
     unsafe fn max_nan(self, o: Self) -> Self;
     /// [`crate::dtype::min_nan`].
     unsafe fn min_nan(self, o: Self) -> Self;
+    /// [`Vector::max_nan`] for an `o` without NaN lanes, such as a broadcast
+    /// number: one instruction on x86, whose max returns its second operand
+    /// for a NaN or a tie.
+    #[inline(always)]
+    unsafe fn max_nan_by_number(self, o: Self) -> Self {
+        self.max_nan(o)
+    }
+    /// [`Vector::min_nan`] for an `o` without NaN lanes.
+    #[inline(always)]
+    unsafe fn min_nan_by_number(self, o: Self) -> Self {
+        self.min_nan(o)
+    }
     /// 1 where `self < o`, else 0.
     unsafe fn lt(self, o: Self) -> Self;
     /// 1 where `self == o`, else 0.
@@ -306,7 +318,7 @@ macro_rules! arithmetic {
 macro_rules! avx512_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $stream:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
-     $sqrt:ident, $xor:ident, $cmp:ident, $blend:ident, $maskz:ident, transcendentals: $($transcendentals:tt)*) => {
+     $sqrt:ident, $xor:ident, $cmp:ident, $max:ident, $min:ident, $blend:ident, $maskz:ident, transcendentals: $($transcendentals:tt)*) => {
         #[doc = concat!("AVX-512 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
@@ -327,6 +339,14 @@ macro_rules! avx512_vector {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
                 let take = $cmp::<_CMP_UNORD_Q>(o.0, o.0) | $cmp::<_CMP_LT_OQ>(o.0, self.0);
                 $name($blend(a_num & take, self.0, o.0))
+            }
+            #[inline(always)]
+            unsafe fn max_nan_by_number(self, o: Self) -> Self {
+                $name($max(o.0, self.0))
+            }
+            #[inline(always)]
+            unsafe fn min_nan_by_number(self, o: Self) -> Self {
+                $name($min(o.0, self.0))
             }
             #[inline(always)]
             unsafe fn lt(self, o: Self) -> Self {
@@ -395,6 +415,8 @@ avx512_vector!(
     _mm512_sqrt_ps,
     _mm512_xor_ps,
     _mm512_cmp_ps_mask,
+    _mm512_max_ps,
+    _mm512_min_ps,
     _mm512_mask_blend_ps,
     _mm512_maskz_mov_ps,
     transcendentals: exp2_f32_in_registers!(
@@ -507,6 +529,8 @@ avx512_vector!(
     _mm512_sqrt_pd,
     _mm512_xor_pd,
     _mm512_cmp_pd_mask,
+    _mm512_max_pd,
+    _mm512_min_pd,
     _mm512_mask_blend_pd,
     _mm512_maskz_mov_pd,
     transcendentals: float64_transcendentals!(8);
@@ -515,7 +539,7 @@ avx512_vector!(
 macro_rules! avx2_vector {
     ($name:ident, $T:ty, $V:ty, $lanes:expr, $sign:expr,
      $load:ident, $store:ident, $stream:ident, $set1:ident, $add:ident, $mul:ident, $div:ident,
-     $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $blendv:ident, transcendentals: $($transcendentals:tt)*) => {
+     $sqrt:ident, $xor:ident, $and:ident, $or:ident, $cmp:ident, $max:ident, $min:ident, $blendv:ident, transcendentals: $($transcendentals:tt)*) => {
         #[doc = concat!("AVX2 register of ", stringify!($T), ".")]
         #[cfg(target_arch = "x86_64")]
         #[derive(Clone, Copy)]
@@ -542,6 +566,14 @@ macro_rules! avx2_vector {
                     $cmp::<_CMP_LT_OQ>(o.0, self.0),
                 );
                 $name($blendv(self.0, o.0, $and(a_num, take)))
+            }
+            #[inline(always)]
+            unsafe fn max_nan_by_number(self, o: Self) -> Self {
+                $name($max(o.0, self.0))
+            }
+            #[inline(always)]
+            unsafe fn min_nan_by_number(self, o: Self) -> Self {
+                $name($min(o.0, self.0))
             }
             #[inline(always)]
             unsafe fn lt(self, o: Self) -> Self {
@@ -582,6 +614,8 @@ avx2_vector!(
     _mm256_and_ps,
     _mm256_or_ps,
     _mm256_cmp_ps,
+    _mm256_max_ps,
+    _mm256_min_ps,
     _mm256_blendv_ps,
     transcendentals: exp2_f32_in_registers!(
         Avx2F32,
@@ -700,6 +734,8 @@ avx2_vector!(
     _mm256_and_pd,
     _mm256_or_pd,
     _mm256_cmp_pd,
+    _mm256_max_pd,
+    _mm256_min_pd,
     _mm256_blendv_pd,
     transcendentals: float64_transcendentals!(4);
 );

@@ -232,6 +232,62 @@ fn fused_maps_match_one_op_at_a_time() {
     }
 }
 
+/// Maximum and minimum against a constant, either side, keep PyTorch's rules
+/// at every SIMD level: NaN from either side (the left one's bits when both
+/// are), and the left operand on a tie of signed zeros.
+#[test]
+fn maximum_and_minimum_with_a_constant_keep_nan_and_signed_zeros() {
+    let specials = [
+        -0.0,
+        0.0,
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0,
+        -1.0,
+        2.5,
+    ];
+    let x: Vec<f32> = (0..20_000).map(|i| specials[i % specials.len()]).collect();
+    for c in [0.0, -0.0, f64::NAN, 1.0, f64::NEG_INFINITY] {
+        for (op, scalar) in [
+            (
+                Op::Maximum,
+                eclat_kernels::dtype::max_nan::<f32> as fn(f32, f32) -> f32,
+            ),
+            (Op::Minimum, eclat_kernels::dtype::min_nan::<f32>),
+        ] {
+            for constant_first in [false, true] {
+                // -x first, so that the constant meets a computed tile.
+                let operands = if constant_first { [2, 1] } else { [1, 2] };
+                let steps = [
+                    ExprStep::f32(Op::Neg, &[0]),
+                    ExprStep::f32_const(c),
+                    ExprStep::f32(op, &operands),
+                ];
+                let mut b = Builder::default();
+                let v = b.load(0, DType::F32, &[x.len()]);
+                let y = b.fused(op, DType::F32, &[x.len()], &[v], &[], &steps);
+                let got = run(&b.finish(&[y]), &[x.clone()], x.len()).unwrap();
+                for (i, (&g, &x)) in got.iter().zip(&x).enumerate() {
+                    let x = -x;
+                    let want = if constant_first {
+                        scalar(c as f32, x)
+                    } else {
+                        scalar(x, c as f32)
+                    };
+                    assert_eq!(
+                        g.to_bits(),
+                        want.to_bits(),
+                        "{} of {x} and {c} (constant first: {constant_first}), position {i}",
+                        op.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Outputs of 32 MiB and more are written with non-temporal stores from the
 /// first vector-aligned position: the same bits at every alignment, and
 /// nothing written outside the output.

@@ -298,6 +298,7 @@ impl TileProgram {
                     }
                 }
                 Kind::BinarySplat(op, r) => {
+                    let number = !splats[r].is_nan();
                     let s = V::splat(splats[r]);
                     macro_rules! with_splat {
                         ($method:ident) => {
@@ -307,7 +308,11 @@ impl TileProgram {
                             )
                         };
                     }
-                    binary_op!(op, with_splat)
+                    match op {
+                        TileOp::Max if number => with_splat!(max_nan_by_number),
+                        TileOp::Min if number => with_splat!(min_nan_by_number),
+                        _ => binary_op!(op, with_splat),
+                    }
                 }
                 Kind::Binary(op, other, acc_first) => {
                     let o = get!(other, acc);
