@@ -27,6 +27,14 @@ describe('creation', () => {
     expect(tensor([]).shape).toEqual([0])
   })
 
+  it('stores booleans given as bytes as 0 and 1 (any nonzero byte is true)', () => {
+    const t = tensor(new Uint8Array([0, 1, 2, 255]), { dtype: 'bool' })
+    expect(Array.from(t.dataSync())).toEqual([0, 1, 1, 1])
+    expect(t.cast('float32').toArray()).toEqual([0, 1, 1, 1])
+    const x = input([3], { dtype: 'bool' }).assign(new Uint8Array([7, 0, 1]))
+    expect(x.cast('int32').toArray()).toEqual([1, 0, 1])
+  })
+
   it('copies its data, so later changes to the source array do not leak in', () => {
     const src = new Float32Array([1, 2])
     const t = tensor(src)

@@ -77,7 +77,8 @@ export function toTypedArray(op: string, data: unknown, dtype: DType, shape: rea
   if (isTypedArray(data)) {
     typedArrayDType(op, data)
     if (data.length !== n) throw new ShapeError(`${op}: typed array of ${data.length} elements does not fill shape ${fmtShape(shape)} (${n} elements, ${dtype})`)
-    if (data.constructor === out.constructor) out.set(data as unknown as ArrayLike<number>)
+    // Bytes for bool are copied only through castScalar: any nonzero byte is true, stored as 1.
+    if (data.constructor === out.constructor && dtype !== 'bool') out.set(data as unknown as ArrayLike<number>)
     else fill(data, data.length)
   } else if (Array.isArray(data)) {
     const flat = (data as unknown[]).flat(Infinity)

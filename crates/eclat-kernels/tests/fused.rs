@@ -288,6 +288,97 @@ fn maximum_and_minimum_with_a_constant_keep_nan_and_signed_zeros() {
     }
 }
 
+/// Float expressions over a boolean input (a mask), through every kind of
+/// view, match the ops run one at a time (the tile machine reads the mask as
+/// 0 and 1 of the float dtype).
+#[test]
+fn boolean_inputs_match_one_op_at_a_time() {
+    let mut rng = Rng(0xb001_ea4);
+    let bool_step = |op, operands: &[usize]| ExprStep {
+        op: Some(op),
+        dtype: DType::Bool,
+        operands: operands.to_vec(),
+        value: 0.0,
+    };
+    // Registers: 0 is the mask, 1 is x.
+    let exprs = [
+        // where(m, x, 0.5)
+        vec![
+            ExprStep::f32_const(0.5),
+            ExprStep::f32(Op::Where, &[0, 1, 2]),
+        ],
+        // cast(m) * x + cast(!m)
+        vec![
+            ExprStep::f32(Op::Cast, &[0]),
+            ExprStep::f32(Op::Mul, &[2, 1]),
+            bool_step(Op::BitwiseNot, &[0]),
+            ExprStep::f32(Op::Cast, &[4]),
+            ExprStep::f32(Op::Add, &[3, 5]),
+        ],
+        // where(!m, -x, x)
+        vec![
+            bool_step(Op::BitwiseNot, &[0]),
+            ExprStep::f32(Op::Neg, &[1]),
+            ExprStep::f32(Op::Where, &[2, 3, 1]),
+        ],
+    ];
+    let shapes: &[&[usize]] = &[&[7], &[5000], &[37, 129], &[64, 200], &[3, 40_000]];
+    for &shape in shapes {
+        let (n, nd) = (shape.iter().product::<usize>(), shape.len());
+        let x: Vec<f32> = (0..n).map(|_| rng.unit() * 4.0 - 2.0).collect();
+        for view in 0..4 {
+            // The mask's buffer shape, and how it becomes `shape`.
+            let stored: Vec<usize> = match view {
+                1 => shape.iter().rev().copied().collect(),
+                2 => [&[1][..], &shape[1..]].concat(),
+                3 => vec![1; nd],
+                _ => shape.to_vec(),
+            };
+            let mask: Vec<u8> = (0..stored.iter().product::<usize>())
+                .map(|_| (rng.below(3) == 0) as u8)
+                .collect();
+            let load_mask = |b: &mut Builder| {
+                let m = b.load(0, DType::Bool, &stored);
+                match view {
+                    1 => {
+                        let order: Vec<f64> = (0..nd).rev().map(|d| d as f64).collect();
+                        b.op(Op::Permute, DType::Bool, shape, &[m], &order)
+                    }
+                    2 | 3 => b.op(Op::Expand, DType::Bool, shape, &[m], &[]),
+                    _ => m,
+                }
+            };
+            for steps in &exprs {
+                let mut outs = vec![];
+                for fused in [true, false] {
+                    let mut b = Builder::default();
+                    let m = load_mask(&mut b);
+                    let v = b.load(1, DType::F32, shape);
+                    let root = if fused {
+                        let op = steps.last().unwrap().op.unwrap();
+                        b.fused(op, DType::F32, shape, &[m, v], &[], steps)
+                    } else {
+                        unfused(&mut b, shape, &[m, v], steps)
+                    };
+                    let mut out = vec![0f32; n];
+                    execute(
+                        &b.finish(&[root]),
+                        &[&mask, as_bytes(&x)],
+                        &mut [as_bytes_mut(&mut out)],
+                    )
+                    .unwrap();
+                    outs.push(out);
+                }
+                let same = outs[0]
+                    .iter()
+                    .zip(&outs[1])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "shape {shape:?}, mask view {view}, {steps:?}");
+            }
+        }
+    }
+}
+
 /// Outputs of 32 MiB and more are written with non-temporal stores from the
 /// first vector-aligned position: the same bits at every alignment, and
 /// nothing written outside the output.

@@ -186,6 +186,51 @@ unsafe fn strided<T: Copy>(out: &mut [T], data: &[T], at: isize, step: isize) {
     }
 }
 
+/// Positions `start..start + out.len()` of the source `w` (located as
+/// [`Walk::locate`] says) into `out`, whose element type is `w`'s.
+///
+/// # Safety
+/// `T` must be the Rust type of `w.dtype`; `Walk::new` checked that `w`'s
+/// view fits its bytes.
+#[inline(always)]
+unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usize, out: &mut [T]) {
+    // SAFETY: the source's bytes are aligned elements of its dtype.
+    let data = std::slice::from_raw_parts(w.bytes.as_ptr() as *const T, w.bytes.len() / w.size);
+    match (located, &w.blocks) {
+        (Some((o, s)), _) => strided(out, data, o, s),
+        (None, Some(blocks)) => blocks.gather(data, w.offset, start, out),
+        (None, None) => {
+            let s = *w.strides[0].last().unwrap();
+            let end = start + out.len();
+            for_each_run(
+                &w.shape,
+                &w.strides,
+                [w.offset],
+                start,
+                end,
+                |[o], pos, len| {
+                    let out = &mut out[pos - start..pos - start + len];
+                    // Rows of a broadcast bias and the like: a copy or a fill per run.
+                    match s {
+                        1 => out.copy_from_slice(&data[o as usize..o as usize + len]),
+                        0 => out.fill(data[o as usize]),
+                        _ => strided(out, data, o, s),
+                    }
+                },
+            )
+        }
+    }
+}
+
+/// Booleans (any nonzero byte is true) as 0 and 1.
+#[inline(always)]
+fn bools_as_floats<T: Num>(bytes: &[u8], out: &mut [T]) {
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    for (o, &b) in out.iter_mut().zip(bytes) {
+        *o = if b != 0 { one } else { zero };
+    }
+}
+
 /// A source's innermost axes as one block of precomputed offsets, and the
 /// axes outside it.
 #[derive(Clone)]
@@ -537,6 +582,9 @@ struct Scratch {
     /// splats), with its slots, splat values and remainder tiles.
     tiles: Option<(Vec<bool>, TileProgram)>,
     tile_words: Vec<u64>,
+    /// A boolean input's bytes for the piece, before the tile machine gets
+    /// them as floats.
+    bools: Vec<u8>,
 }
 
 thread_local! {
@@ -569,6 +617,7 @@ impl Scratch {
         Scratch {
             tiles: None,
             tile_words: vec![],
+            bools: vec![],
             regs,
             cap,
             stride,
@@ -765,7 +814,8 @@ impl Eval<'_> {
         args.clear();
         for (k, w) in self.walks.iter().enumerate() {
             let reg = regs.add(self.slot_of[k] * stride) as *mut u8;
-            let arg = match w.locate(start, n) {
+            let located = w.locate(start, n);
+            let arg = match located {
                 Some((o, 0)) => {
                     let o = o as usize * w.size;
                     let mut b = 0u64;
@@ -777,30 +827,35 @@ impl Eval<'_> {
                     );
                     Arg::Splat(b)
                 }
+                // The tile machine reads a boolean input as 0 and 1 of its
+                // float dtype, converted here into the input's slot.
+                _ if self.tiles && w.dtype == DType::Bool => {
+                    let bytes = match located {
+                        Some((o, 1)) => &w.bytes[o as usize..o as usize + n],
+                        _ => {
+                            scratch.bools.resize(n, 0);
+                            gather(w, located, start, &mut scratch.bools[..n]);
+                            &scratch.bools[..n]
+                        }
+                    };
+                    match self.dts[self.dts.len() - 1] {
+                        DType::F32 => bools_as_floats(
+                            bytes,
+                            std::slice::from_raw_parts_mut(reg as *mut f32, n),
+                        ),
+                        _ => bools_as_floats(
+                            bytes,
+                            std::slice::from_raw_parts_mut(reg as *mut f64, n),
+                        ),
+                    }
+                    Arg::Ptr(reg)
+                }
                 Some((o, 1)) => {
                     Arg::Ptr(w.bytes[o as usize * w.size..(o as usize + n) * w.size].as_ptr())
                 }
-                located => {
+                _ => {
                     with_any_dtype!(w.dtype, T => {
-                        // SAFETY: the source's bytes are aligned elements of its dtype.
-                        let data = std::slice::from_raw_parts(w.bytes.as_ptr() as *const T, w.bytes.len() / w.size);
-                        let out = std::slice::from_raw_parts_mut(reg as *mut T, n);
-                        match (located, &w.blocks) {
-                            (Some((o, s)), _) => strided(out, data, o, s),
-                            (None, Some(blocks)) => blocks.gather(data, w.offset, start, out),
-                            (None, None) => {
-                                let s = *w.strides[0].last().unwrap();
-                                for_each_run(&w.shape, &w.strides, [w.offset], start, start + n, |[o], pos, len| {
-                                    let out = &mut out[pos - start..pos - start + len];
-                                    // Rows of a broadcast bias and the like: a copy or a fill per run.
-                                    match s {
-                                        1 => out.copy_from_slice(&data[o as usize..o as usize + len]),
-                                        0 => out.fill(data[o as usize]),
-                                        _ => strided(out, data, o, s),
-                                    }
-                                })
-                            }
-                        }
+                        gather(w, located, start, std::slice::from_raw_parts_mut(reg as *mut T, n))
                     });
                     Arg::Ptr(reg)
                 }
@@ -880,7 +935,7 @@ impl Eval<'_> {
         for (r, a) in args.iter().enumerate() {
             if let Arg::Splat(bits) = *a {
                 splats[r] = if self.dts[r] == DType::Bool {
-                    T::from_f64((bits as u8) as f64)
+                    T::from_f64(if bits as u8 != 0 { 1.0 } else { 0.0 })
                 } else {
                     std::ptr::read(&bits as *const u64 as *const T)
                 };

@@ -2,13 +2,13 @@
 //!
 //! The chunked machine in [`super::fused`] runs each step as its own loop over
 //! an L1 piece, so every step loads and stores a whole register of the piece.
-//! When an expression is all one float dtype (with booleans only as results of
-//! its own comparisons), it runs here instead: positions go [`K`] vector
-//! registers at a time (a tile, [`crate::vector`]), every step reads the
-//! previous step's tile from registers, and only values read again later (a
-//! DAG's shared nodes) are stored, to a per-task slot. The per-step `match` costs one predictable
-//! branch per tile, so a long chain runs close to a hand-written loop
-//! (`benches/fused_chain.rs`).
+//! When an expression is all one float dtype (with booleans, its inputs' or
+//! its own comparisons', as 0 and 1), it runs here instead: positions go
+//! [`K`] vector registers at a time (a tile, [`crate::vector`]), every step
+//! reads the previous step's tile from registers, and only values read again
+//! later (a DAG's shared nodes) are stored, to a per-task slot. The per-step
+//! `match` costs one predictable branch per tile, so a long chain runs close
+//! to a hand-written loop (`benches/fused_chain.rs`).
 //!
 //! A [`TileProgram`] is built from the expression once per kind of piece (which
 //! registers are broadcast scalars there), so its operands already say where
@@ -91,11 +91,14 @@ pub struct TileProgram {
     pub n_slots: usize,
 }
 
-/// Whether `expr` can run on tiles: one float dtype throughout, booleans only
-/// from its own comparisons, and only ops the tile machine has.
+/// Whether `expr` can run on tiles: one float dtype throughout (booleans as
+/// its 0 and 1), and only ops the tile machine has.
 pub fn supported(expr: &Expr, dts: &[DType], n_in: usize) -> bool {
     let t = dts[dts.len() - 1];
-    if !matches!(t, DType::F32 | DType::F64) || dts[..n_in].iter().any(|&d| d != t) {
+    // Boolean inputs arrive as 0 and 1 of `t` (`Eval::locate_inputs`).
+    if !matches!(t, DType::F32 | DType::F64)
+        || dts[..n_in].iter().any(|&d| d != t && d != DType::Bool)
+    {
         return false;
     }
     expr.steps.iter().all(|step| {
