@@ -268,7 +268,7 @@ fn maximum_and_minimum_with_a_constant_keep_nan_and_signed_zeros() {
                 let mut b = Builder::default();
                 let v = b.load(0, DType::F32, &[x.len()]);
                 let y = b.fused(op, DType::F32, &[x.len()], &[v], &[], &steps);
-                let got = run(&b.finish(&[y]), &[x.clone()], x.len()).unwrap();
+                let got = run(&b.finish(&[y]), std::slice::from_ref(&x), x.len()).unwrap();
                 for (i, (&g, &x)) in got.iter().zip(&x).enumerate() {
                     let x = -x;
                     let want = if constant_first {
@@ -293,7 +293,7 @@ fn maximum_and_minimum_with_a_constant_keep_nan_and_signed_zeros() {
 /// 0 and 1 of the float dtype).
 #[test]
 fn boolean_inputs_match_one_op_at_a_time() {
-    let mut rng = Rng(0xb001_ea4);
+    let mut rng = Rng(0x0b00_1ea4);
     let bool_step = |op, operands: &[usize]| ExprStep {
         op: Some(op),
         dtype: DType::Bool,

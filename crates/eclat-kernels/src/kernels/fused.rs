@@ -202,6 +202,9 @@ unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usiz
         (None, None) => {
             let s = *w.strides[0].last().unwrap();
             let end = start + out.len();
+            if w.transposed() {
+                return gather_transposed(w, data, start, out);
+            }
             for_each_run(
                 &w.shape,
                 &w.strides,
@@ -219,6 +222,61 @@ unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usiz
                 },
             )
         }
+    }
+}
+
+/// [`gather`] for a source read across its memory order: its innermost axis
+/// strided and the next one contiguous (an NHWC buffer read as NCHW). Whole
+/// rows whose starts step by one element are read together, one column at a
+/// time, so each cache line of the source is read once for all the piece's
+/// values on it rather than once per value (row by row, a line is evicted
+/// before the next row needs it).
+///
+/// # Safety
+/// As for [`gather`].
+#[inline(always)]
+unsafe fn gather_transposed<T: Copy>(w: &Walk, data: &[T], start: usize, out: &mut [T]) {
+    let row = *w.shape.last().unwrap();
+    let step = *w.strides[0].last().unwrap();
+    // Rows `k` of a group starting at position `pos` and offset `at`.
+    let columns = |out: &mut [T], (pos, at, k): (usize, isize, usize)| {
+        let out = &mut out[pos - start..pos - start + k * row];
+        for j in 0..row {
+            let column = at + j as isize * step;
+            for i in 0..k {
+                out[i * row + j] = *data.get_unchecked((column + i as isize) as usize);
+            }
+        }
+    };
+    let mut group: Option<(usize, isize, usize)> = None;
+    let end = start + out.len();
+    for_each_run(
+        &w.shape,
+        &w.strides,
+        [w.offset],
+        start,
+        end,
+        |[at], pos, len| {
+            if len == row {
+                match group {
+                    Some((p, a, k)) if pos == p + k * row && at == a + k as isize => {
+                        group = Some((p, a, k + 1));
+                        return;
+                    }
+                    Some(g) => columns(out, g),
+                    None => {}
+                }
+                group = Some((pos, at, 1));
+            } else {
+                if let Some(g) = group.take() {
+                    columns(out, g);
+                }
+                strided(&mut out[pos - start..pos - start + len], data, at, step);
+            }
+        },
+    );
+    if let Some(g) = group {
+        columns(out, g);
     }
 }
 
@@ -353,6 +411,13 @@ impl<'a> Walk<'a> {
     /// Length of this source's runs along the iteration order.
     fn run_len(&self) -> usize {
         *self.shape.last().unwrap()
+    }
+
+    /// Whether the source is read across its memory order: the innermost
+    /// axis strided and the next one contiguous (see `gather_transposed`).
+    fn transposed(&self) -> bool {
+        let (nd, strides) = (self.shape.len(), &self.strides[0]);
+        nd >= 2 && strides[nd - 2] == 1 && strides[nd - 1].unsigned_abs() > 1
     }
 
     /// The element offset and stride of positions `start..start+n` when they
@@ -687,8 +752,11 @@ impl<'a> Eval<'a> {
         } else {
             (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, 4096) / 64 * 64
         };
+        // A transposed source is gathered in any case, and faster across
+        // rows (`gather_transposed`): it does not cut pieces.
         let row = walks
             .iter()
+            .filter(|w| !w.transposed())
             .map(|w| w.run_len())
             .min()
             .unwrap_or(usize::MAX);
