@@ -272,10 +272,11 @@ macro_rules! exp2_f32_in_registers {
 }
 
 /// The methods every ISA spells the same way (loads, stores, IEEE arithmetic,
-/// sign flip), given the ISA's intrinsics.
+/// sign flip, maximum and minimum against a number), given the ISA's
+/// intrinsics.
 macro_rules! arithmetic {
     ($name:ident, $T:ty, $load:ident, $store:ident, $stream:ident, $set1:ident, $add:ident, $mul:ident,
-     $div:ident, $sqrt:ident, $xor:ident, $sign:expr) => {
+     $div:ident, $sqrt:ident, $xor:ident, $max:ident, $min:ident, $sign:expr) => {
         #[inline(always)]
         unsafe fn load(p: *const $T) -> Self {
             $name($load(p))
@@ -312,6 +313,14 @@ macro_rules! arithmetic {
         unsafe fn neg(self) -> Self {
             $name($xor(self.0, $set1($sign)))
         }
+        #[inline(always)]
+        unsafe fn max_nan_by_number(self, o: Self) -> Self {
+            $name($max(o.0, self.0))
+        }
+        #[inline(always)]
+        unsafe fn min_nan_by_number(self, o: Self) -> Self {
+            $name($min(o.0, self.0))
+        }
     };
 }
 
@@ -327,7 +336,7 @@ macro_rules! avx512_vector {
         #[cfg(target_arch = "x86_64")]
         impl Vector<$T> for $name {
             const LANES: usize = $lanes;
-            arithmetic!($name, $T, $load, $store, $stream, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
+            arithmetic!($name, $T, $load, $store, $stream, $set1, $add, $mul, $div, $sqrt, $xor, $max, $min, $sign);
             #[inline(always)]
             unsafe fn max_nan(self, o: Self) -> Self {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
@@ -339,14 +348,6 @@ macro_rules! avx512_vector {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
                 let take = $cmp::<_CMP_UNORD_Q>(o.0, o.0) | $cmp::<_CMP_LT_OQ>(o.0, self.0);
                 $name($blend(a_num & take, self.0, o.0))
-            }
-            #[inline(always)]
-            unsafe fn max_nan_by_number(self, o: Self) -> Self {
-                $name($max(o.0, self.0))
-            }
-            #[inline(always)]
-            unsafe fn min_nan_by_number(self, o: Self) -> Self {
-                $name($min(o.0, self.0))
             }
             #[inline(always)]
             unsafe fn lt(self, o: Self) -> Self {
@@ -548,7 +549,7 @@ macro_rules! avx2_vector {
         #[cfg(target_arch = "x86_64")]
         impl Vector<$T> for $name {
             const LANES: usize = $lanes;
-            arithmetic!($name, $T, $load, $store, $stream, $set1, $add, $mul, $div, $sqrt, $xor, $sign);
+            arithmetic!($name, $T, $load, $store, $stream, $set1, $add, $mul, $div, $sqrt, $xor, $max, $min, $sign);
             #[inline(always)]
             unsafe fn max_nan(self, o: Self) -> Self {
                 let a_num = $cmp::<_CMP_ORD_Q>(self.0, self.0);
@@ -566,14 +567,6 @@ macro_rules! avx2_vector {
                     $cmp::<_CMP_LT_OQ>(o.0, self.0),
                 );
                 $name($blendv(self.0, o.0, $and(a_num, take)))
-            }
-            #[inline(always)]
-            unsafe fn max_nan_by_number(self, o: Self) -> Self {
-                $name($max(o.0, self.0))
-            }
-            #[inline(always)]
-            unsafe fn min_nan_by_number(self, o: Self) -> Self {
-                $name($min(o.0, self.0))
             }
             #[inline(always)]
             unsafe fn lt(self, o: Self) -> Self {

@@ -289,10 +289,11 @@ fn maximum_and_minimum_with_a_constant_keep_nan_and_signed_zeros() {
 }
 
 /// Float expressions over a boolean input (a mask), through every kind of
-/// view, match the ops run one at a time (the tile machine reads the mask as
-/// 0 and 1 of the float dtype).
+/// view, and comparisons with a boolean result, fused and one op at a time,
+/// against the values computed here (the tile machine reads the mask as 0 and
+/// 1 of the float dtype, and writes a comparison's 0 and 1 as bytes).
 #[test]
-fn boolean_inputs_match_one_op_at_a_time() {
+fn boolean_inputs_and_results_match_the_values_computed_here() {
     let mut rng = Rng(0x0b00_1ea4);
     let bool_step = |op, operands: &[usize]| ExprStep {
         op: Some(op),
@@ -300,27 +301,52 @@ fn boolean_inputs_match_one_op_at_a_time() {
         operands: operands.to_vec(),
         value: 0.0,
     };
-    // Registers: 0 is the mask, 1 is x.
-    let exprs = [
+    // Registers: 0 is the mask, 1 is x. Each expression with its value at
+    // one position, as a float (a boolean result as 0 or 1).
+    type Value = fn(bool, f32) -> f32;
+    let exprs: [(Vec<ExprStep>, Value); 5] = [
         // where(m, x, 0.5)
-        vec![
-            ExprStep::f32_const(0.5),
-            ExprStep::f32(Op::Where, &[0, 1, 2]),
-        ],
+        (
+            vec![
+                ExprStep::f32_const(0.5),
+                ExprStep::f32(Op::Where, &[0, 1, 2]),
+            ],
+            |m, x| if m { x } else { 0.5 },
+        ),
         // cast(m) * x + cast(!m)
-        vec![
-            ExprStep::f32(Op::Cast, &[0]),
-            ExprStep::f32(Op::Mul, &[2, 1]),
-            bool_step(Op::BitwiseNot, &[0]),
-            ExprStep::f32(Op::Cast, &[4]),
-            ExprStep::f32(Op::Add, &[3, 5]),
-        ],
+        (
+            vec![
+                ExprStep::f32(Op::Cast, &[0]),
+                ExprStep::f32(Op::Mul, &[2, 1]),
+                bool_step(Op::BitwiseNot, &[0]),
+                ExprStep::f32(Op::Cast, &[4]),
+                ExprStep::f32(Op::Add, &[3, 5]),
+            ],
+            |m, x| (m as u8 as f32) * x + (!m as u8 as f32),
+        ),
         // where(!m, -x, x)
-        vec![
-            bool_step(Op::BitwiseNot, &[0]),
-            ExprStep::f32(Op::Neg, &[1]),
-            ExprStep::f32(Op::Where, &[2, 3, 1]),
-        ],
+        (
+            vec![
+                bool_step(Op::BitwiseNot, &[0]),
+                ExprStep::f32(Op::Neg, &[1]),
+                ExprStep::f32(Op::Where, &[2, 3, 1]),
+            ],
+            |m, x| if !m { -x } else { x },
+        ),
+        // x < 0.25: a boolean result
+        (
+            vec![ExprStep::f32_const(0.25), bool_step(Op::Lt, &[1, 2])],
+            |_, x| (x < 0.25) as u8 as f32,
+        ),
+        // where(m, x, 0) == x
+        (
+            vec![
+                ExprStep::f32_const(0.0),
+                ExprStep::f32(Op::Where, &[0, 1, 2]),
+                bool_step(Op::Eq, &[3, 1]),
+            ],
+            |m, x| ((if m { x } else { 0.0 }) == x) as u8 as f32,
+        ),
     ];
     let shapes: &[&[usize]] = &[&[7], &[5000], &[37, 129], &[64, 200], &[3, 40_000]];
     for &shape in shapes {
@@ -348,32 +374,55 @@ fn boolean_inputs_match_one_op_at_a_time() {
                     _ => m,
                 }
             };
-            for steps in &exprs {
+            // The mask's value at each position of `shape`.
+            let mask_at = |i: usize| -> bool {
+                let k = match view {
+                    1 => {
+                        // Position i's index, read in the reversed buffer.
+                        let (mut rest, mut k, mut stride) = (i, 0, 1);
+                        for &d in shape.iter().rev() {
+                            k = k * d + rest % d;
+                            rest /= d;
+                            stride *= d;
+                        }
+                        debug_assert_eq!(stride, n);
+                        k
+                    }
+                    2 => i % (n / shape[0]),
+                    3 => 0,
+                    _ => i,
+                };
+                mask[k] != 0
+            };
+            for (steps, value) in &exprs {
+                let root = steps.last().unwrap();
+                let want: Vec<u8> = (0..n)
+                    .flat_map(|i| {
+                        let v = value(mask_at(i), x[i]);
+                        match root.dtype {
+                            DType::Bool => vec![(v != 0.0) as u8],
+                            _ => v.to_le_bytes().to_vec(),
+                        }
+                    })
+                    .collect();
                 let mut outs = vec![];
                 for fused in [true, false] {
                     let mut b = Builder::default();
                     let m = load_mask(&mut b);
                     let v = b.load(1, DType::F32, shape);
-                    let root = if fused {
-                        let op = steps.last().unwrap().op.unwrap();
-                        b.fused(op, DType::F32, shape, &[m, v], &[], steps)
+                    let y = if fused {
+                        b.fused(root.op.unwrap(), root.dtype, shape, &[m, v], &[], steps)
                     } else {
                         unfused(&mut b, shape, &[m, v], steps)
                     };
-                    let mut out = vec![0f32; n];
-                    execute(
-                        &b.finish(&[root]),
-                        &[&mask, as_bytes(&x)],
-                        &mut [as_bytes_mut(&mut out)],
-                    )
-                    .unwrap();
+                    let mut out = vec![0u8; n * root.dtype.size()];
+                    execute(&b.finish(&[y]), &[&mask, as_bytes(&x)], &mut [&mut out]).unwrap();
                     outs.push(out);
                 }
-                let same = outs[0]
-                    .iter()
-                    .zip(&outs[1])
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "shape {shape:?}, mask view {view}, {steps:?}");
+                assert!(
+                    outs[0] == want && outs[1] == want,
+                    "shape {shape:?}, mask view {view}, {steps:?}"
+                );
             }
         }
     }

@@ -199,12 +199,10 @@ unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usiz
     match (located, &w.blocks) {
         (Some((o, s)), _) => strided(out, data, o, s),
         (None, Some(blocks)) => blocks.gather(data, w.offset, start, out),
+        (None, None) if w.transposed() => gather_transposed(w, data, start, out),
         (None, None) => {
             let s = *w.strides[0].last().unwrap();
             let end = start + out.len();
-            if w.transposed() {
-                return gather_transposed(w, data, start, out);
-            }
             for_each_run(
                 &w.shape,
                 &w.strides,
