@@ -50,6 +50,8 @@ pub trait Elem: Copy + Send + Sync + PartialOrd + Default + 'static {
     const DTYPE: DType;
     /// The value every other value is at least (the identity of a maximum).
     const LOWEST: Self;
+    /// The value every other value is at most (the identity of a minimum).
+    const HIGHEST: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn is_nan(self) -> bool {
@@ -60,6 +62,7 @@ pub trait Elem: Copy + Send + Sync + PartialOrd + Default + 'static {
 impl Elem for f32 {
     const DTYPE: DType = DType::F32;
     const LOWEST: Self = f32::NEG_INFINITY;
+    const HIGHEST: Self = f32::INFINITY;
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -73,6 +76,7 @@ impl Elem for f32 {
 impl Elem for f64 {
     const DTYPE: DType = DType::F64;
     const LOWEST: Self = f64::NEG_INFINITY;
+    const HIGHEST: Self = f64::INFINITY;
     fn to_f64(self) -> f64 {
         self
     }
@@ -86,6 +90,7 @@ impl Elem for f64 {
 impl Elem for i32 {
     const DTYPE: DType = DType::I32;
     const LOWEST: Self = i32::MIN;
+    const HIGHEST: Self = i32::MAX;
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -97,6 +102,7 @@ impl Elem for i32 {
 impl Elem for u8 {
     const DTYPE: DType = DType::Bool;
     const LOWEST: Self = 0;
+    const HIGHEST: Self = u8::MAX;
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -233,25 +239,17 @@ impl Bits for u8 {
 /// The larger of two values, NaN if either is NaN (PyTorch's `maximum`).
 #[inline(always)]
 pub fn max_nan<T: Elem>(a: T, b: T) -> T {
-    if a.is_nan() {
-        a
-    } else if b.is_nan() || b > a {
-        b
-    } else {
-        a
-    }
+    // A select, not branches: which side wins is data (a coin flip on random
+    // values), and a mispredicted branch per element cost a max pool 5x.
+    let take_b = !a.is_nan() & (b.is_nan() | (b > a));
+    std::hint::select_unpredictable(take_b, b, a)
 }
 
 /// The smaller of two values, NaN if either is NaN (PyTorch's `minimum`).
 #[inline(always)]
 pub fn min_nan<T: Elem>(a: T, b: T) -> T {
-    if a.is_nan() {
-        a
-    } else if b.is_nan() || b < a {
-        b
-    } else {
-        a
-    }
+    let take_b = !a.is_nan() & (b.is_nan() | (b < a));
+    std::hint::select_unpredictable(take_b, b, a)
 }
 
 /// Runs `$body` with `$T` bound to the Rust type of a dtype.

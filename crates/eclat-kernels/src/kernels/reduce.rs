@@ -51,6 +51,12 @@ pub struct Max;
 /// Minimum, NaN-propagating.
 pub struct Min;
 
+/// The longest window (positions per output) folded across a block of
+/// outputs; longer strided rows fold one output at a time.
+const MAX_WINDOW: usize = 64;
+/// Outputs folded together by the window path (their accumulators stay in L1).
+const WINDOW_BLOCK: usize = 256;
+
 /// Lanes of the lane-parallel sum: independent accumulators LLVM keeps in vector registers.
 const LANES: usize = 8;
 
@@ -276,35 +282,69 @@ impl<T: Num> Fold<T> for Prod {
     }
 }
 
+/// Maximum and minimum accumulate the value itself, starting from the identity
+/// (`pick(identity, x)` is `x` for every x, NaN and signed zeros included), so
+/// rows of accumulators vectorize. No output folds an empty set: the callers
+/// reject a maximum over zero elements.
 macro_rules! extreme_fold {
-    ($name:ident, $pick:ident) => {
+    ($name:ident, $pick:ident, $identity:ident) => {
         impl<T: Elem> Fold<T> for $name {
-            type Acc = Option<T>;
+            type Acc = T;
             #[inline(always)]
-            fn init(&self) -> Option<T> {
-                None
+            fn init(&self) -> T {
+                T::$identity
             }
             #[inline(always)]
-            fn step(&self, a: Option<T>, x: T) -> Option<T> {
-                Some(a.map_or(x, |a| $pick(a, x)))
+            fn step(&self, a: T, x: T) -> T {
+                $pick(a, x)
             }
             #[inline(always)]
-            fn merge(&self, a: Option<T>, b: Option<T>) -> Option<T> {
-                match (a, b) {
-                    (Some(a), Some(b)) => Some($pick(a, b)),
-                    (a, None) => a,
-                    (None, b) => b,
-                }
+            fn merge(&self, a: T, b: T) -> T {
+                $pick(a, b)
             }
             #[inline(always)]
-            fn finish(&self, a: Option<T>) -> T {
-                a.unwrap_or_default()
+            fn finish(&self, a: T) -> T {
+                a
             }
         }
     };
 }
-extreme_fold!(Max, max_nan);
-extreme_fold!(Min, min_nan);
+extreme_fold!(Max, max_nan, LOWEST);
+extreme_fold!(Min, min_nan, HIGHEST);
+
+/// Fills `values` with `data[b + o + i·step]` for each run `(b, len)` and
+/// `i < len`, in order: one window position of a block of outputs. Steps 1
+/// and 2 (pooling by 2) are copies and vector shuffles.
+#[inline(always)]
+fn gather_runs<T: Copy>(
+    values: &mut [T],
+    data: &[T],
+    runs: &[(isize, usize)],
+    o: isize,
+    step: isize,
+) {
+    let mut k = 0;
+    for &(b, len) in runs {
+        let out = &mut values[k..k + len];
+        k += len;
+        let at = b + o;
+        match step {
+            1 => out.copy_from_slice(&data[at as usize..at as usize + len]),
+            2 if len > 0 => {
+                let (at, last) = (at as usize, len - 1);
+                for (v, p) in out.iter_mut().zip(data[at..at + 2 * last].chunks_exact(2)) {
+                    *v = p[0];
+                }
+                out[last] = data[at + 2 * last];
+            }
+            _ => {
+                for (i, v) in out.iter_mut().enumerate() {
+                    *v = data[(at + i as isize * step) as usize];
+                }
+            }
+        }
+    }
+}
 
 /// Folds one row of values into a row of accumulators (one per column).
 #[inline(always)]
@@ -504,9 +544,48 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
         }
         return;
     }
+    // Small windows (pooling): a block of outputs folds offset by offset, each
+    // step one pass across the block's row of accumulators (vectorized), in
+    // the order `fold_row_serial` takes, so the bits are the same.
+    let windows = small
+        .as_ref()
+        .filter(|_| (1..=MAX_WINDOW).contains(&m) && !columns);
+    let fold_windows = |rows: &mut [T], start: usize, offsets: &[isize]| {
+        if rows.is_empty() {
+            return; // and `src.data` may be empty
+        }
+        // Runs of outputs `outer_step` apart: (first input, outputs).
+        let mut runs: Vec<(isize, usize)> = Vec::new();
+        let mut values = vec![src.data[0]; WINDOW_BLOCK];
+        let mut acc = vec![fold.init(); WINDOW_BLOCK];
+        for (c, rows) in rows.chunks_mut(WINDOW_BLOCK).enumerate() {
+            let first = start + c * WINDOW_BLOCK;
+            runs.clear();
+            for_each_run(
+                &oshape,
+                &ostrides,
+                [src.layout.offset],
+                first,
+                first + rows.len(),
+                |[b], _, len| runs.push((b, len)),
+            );
+            let (acc, values) = (&mut acc[..rows.len()], &mut values[..rows.len()]);
+            acc.fill(fold.init());
+            for &o in offsets {
+                crate::dispatch!(gather_runs(values, src.data, &runs, o, outer_step));
+                crate::dispatch!(step_columns(acc, values, fold));
+            }
+            for (r, &a) in rows.iter_mut().zip(acc.iter()) {
+                *r = fold.finish(fold.merge(fold.init(), a));
+            }
+        }
+    };
     // Parallel over outputs, with chunks sized by the work (outputs times row length).
     let rows_per_chunk = (PARALLEL_THRESHOLD / m.max(1)).max(1);
     let fold_outputs = |rows: &mut [T], start: usize| {
+        if let Some(offsets) = windows {
+            return fold_windows(rows, start, offsets);
+        }
         for_each_run(
             &oshape,
             &ostrides,
@@ -683,6 +762,102 @@ mod tests {
                         vector[k].to_bits(),
                         lanes[k].to_bits(),
                         "{level:?} element {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Each output folded by hand, one position at a time in row-major order
+    /// of the reduced axes (the order every path must keep).
+    fn fold_by_hand(data: &[f32], l: &Layout, axes: &[usize], max: bool) -> Vec<f32> {
+        let keep: Vec<usize> = (0..l.shape.len()).filter(|d| !axes.contains(d)).collect();
+        let p = l.permute(&keep.iter().chain(axes).copied().collect::<Vec<_>>());
+        let m: usize = axes.iter().map(|&d| l.shape[d]).product();
+        let n = numel(&p.shape) / m.max(1);
+        (0..n)
+            .map(|i| {
+                let at = |j: usize| {
+                    let mut pos = i * m + j;
+                    let mut off = p.offset;
+                    for d in (0..p.shape.len()).rev() {
+                        off += (pos % p.shape[d]) as isize * p.strides[d];
+                        pos /= p.shape[d];
+                    }
+                    data[off as usize]
+                };
+                if max {
+                    (1..m).fold(at(0), |a, j| max_nan(a, at(j)))
+                } else {
+                    (0..m).fold(0f64, |a, j| a + at(j) as f64) as f32
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_outputs_over_windows_read_nothing() {
+        let l = Layout::contiguous(&[0, 3, 2, 3, 2]);
+        let src = Src {
+            data: &[],
+            layout: &l,
+        };
+        let mut out: Vec<f32> = vec![];
+        reduce(&mut out, src, &[2, 4], &Max);
+        reduce(&mut out, src, &[2, 4], &Sum);
+    }
+
+    #[test]
+    fn pooling_windows_fold_in_order_with_nan_and_signed_zeros() {
+        let n = 4 * 16 * 40 * 40;
+        let pick = [f32::NAN, -0.0, 0.0, 1.5, -2.25, 0.0, -0.0, 7.0];
+        let data: Vec<f32> = (0..n)
+            .map(|i| {
+                let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                // NaN rarely, so most windows hold numbers.
+                if h % 97 == 0 {
+                    f32::NAN
+                } else if h % 3 == 0 {
+                    pick[1 + (h as usize / 3) % 7]
+                } else {
+                    (h % 1000) as f32 / 7.0 - 70.0
+                }
+            })
+            .collect();
+        let c = Layout::contiguous(&[4, 16, 40, 40]);
+        let strided = |shape: &[usize], strides: &[isize]| Layout {
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset: 0,
+        };
+        let cases: Vec<(Layout, Vec<usize>)> = vec![
+            // 2x2 pooling (outputs two apart), 4x4 and 5x5 (the general stride).
+            (c.reshape(&[4, 16, 20, 2, 20, 2]).unwrap(), vec![3, 5]),
+            (c.reshape(&[4, 16, 10, 4, 10, 4]).unwrap(), vec![3, 5]),
+            (c.reshape(&[4, 16, 8, 5, 8, 5]).unwrap(), vec![3, 5]),
+            // Windows along one axis, outputs two apart.
+            (c.reshape(&[64, 40, 20, 2]).unwrap(), vec![1]),
+            // A kept axis broadcast (outputs zero apart).
+            (strided(&[7, 3, 4], &[12, 4, 0]), vec![0, 1]),
+        ];
+        for (l, axes) in cases {
+            for max in [true, false] {
+                let want = fold_by_hand(&data, &l, &axes, max);
+                let mut got = vec![0f32; want.len()];
+                let src = Src {
+                    data: &data,
+                    layout: &l,
+                };
+                if max {
+                    reduce(&mut got, src, &axes, &Max);
+                } else {
+                    reduce(&mut got, src, &axes, &Sum);
+                }
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "{:?} over {axes:?} (max: {max}) output {i}: {g} != {w}",
+                        l.shape
                     );
                 }
             }
