@@ -556,8 +556,8 @@ pub fn reduce<T: Copy + Send + Sync, F: Fold<T>>(
         }
         // Runs of outputs `outer_step` apart: (first input, outputs).
         let mut runs: Vec<(isize, usize)> = Vec::new();
-        let mut values = vec![src.data[0]; WINDOW_BLOCK];
-        let mut acc = vec![fold.init(); WINDOW_BLOCK];
+        let mut values = [src.data[0]; WINDOW_BLOCK];
+        let mut acc = [fold.init(); WINDOW_BLOCK];
         for (c, rows) in rows.chunks_mut(WINDOW_BLOCK).enumerate() {
             let first = start + c * WINDOW_BLOCK;
             runs.clear();
@@ -815,9 +815,9 @@ mod tests {
             .map(|i| {
                 let h = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
                 // NaN rarely, so most windows hold numbers.
-                if h % 97 == 0 {
+                if h.is_multiple_of(97) {
                     f32::NAN
-                } else if h % 3 == 0 {
+                } else if h.is_multiple_of(3) {
                     pick[1 + (h as usize / 3) % 7]
                 } else {
                     (h % 1000) as f32 / 7.0 - 70.0
