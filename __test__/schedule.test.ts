@@ -60,6 +60,16 @@ describe('the scheduler fuses', () => {
     expect(ks[2]!.fused).toEqual(['sqrt'])
     expect(ks[0]!.written).toBe('read by cumsum')
   })
+
+  it('the loss with the gradients in backward(): reading the loss afterwards runs nothing', () => {
+    const w = rand([8, 4]).requiresGrad_(true)
+    const loss = rand([16, 8]).matmul(w).relu().sum()
+    // Before backward() the loss alone would run the forward pass.
+    expect(work(explainRealize([loss])).length).toBeGreaterThan(0)
+    loss.backward()
+    expect(work(explainRealize([loss]))).toEqual([])
+    expect(work(explainRealize([w.grad!]))).toEqual([])
+  })
 })
 
 describe('fused kernels compute what the reference interpreter computes', () => {
