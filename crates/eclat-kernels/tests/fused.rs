@@ -633,10 +633,13 @@ fn simd_level_honours_eclat_simd() {
 #[test]
 fn matmul_epilogues_match_matmul_then_map() {
     let mut rng = Rng(0x3a7);
-    // (batch, m, k, n): single block, many blocks, batched, empty inner dimension
+    // (batch, m, k, n): single block, many blocks (some uneven, some batched),
+    // batched, empty inner dimension
     for &(batch, m, k, n) in &[
         (1, 3, 4, 5),
         (1, 300, 70, 600),
+        (1, 1037, 5, 3),
+        (2, 200, 3, 7),
         (3, 40, 9, 17),
         (1, 8, 0, 8),
         (2, 1, 1, 1),

@@ -188,6 +188,10 @@ pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
 /// stay in L2 until the epilogue reads it, large enough that re-packing the
 /// right operand per block costs little.
 const TILE: usize = 128 * 1024;
+/// Blocks a product's rows split into when there are enough of them.
+const BLOCKS: usize = 16;
+/// The fewest rows a block gets for the sake of more blocks.
+const MIN_BLOCK_ROWS: usize = 64;
 
 /// Computes `a @ b` (as [`matmul`]) block by block of rows and calls
 /// `epilogue(position, tile)` with each block as soon as it is computed, while it
@@ -200,7 +204,13 @@ pub fn matmul_blocks<T: GemmElem>(a: Src<T>, b: Src<T>, epilogue: impl Fn(usize,
         return;
     }
     let threads = num_threads();
-    let rows = (TILE / n.max(1)).clamp(1, m);
+    // Blocks of equal height, at least BLOCKS of them when the rows allow, so
+    // the threads share them evenly (four blocks of 4096, 4096, 4096 and 256
+    // rows kept one of two threads busy for two thirds of the time). The
+    // split depends on the shape only.
+    let most = (TILE / n.max(1)).clamp(1, m);
+    let per_batch = m.div_ceil(most).max((m / MIN_BLOCK_ROWS).min(BLOCKS));
+    let rows = m.div_ceil(per_batch);
     let per_batch = m.div_ceil(rows);
     let blocks = plan.offsets.len() * per_batch;
     let run = |block: usize, parallelism: Parallelism| {
