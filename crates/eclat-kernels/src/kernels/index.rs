@@ -199,8 +199,10 @@ fn index_error(op: &str, v: i32, axis: usize, size: usize) -> KernelError {
 /// The strategy depends on the sizes, never on atomics: positions that differ
 /// off the scatter axis write disjoint outputs, so index rows run in parallel;
 /// a single long row (a 1-D scatter) is split across threads into private
-/// partial outputs merged in thread order; anything small runs serially.
-/// Results are deterministic for a fixed thread count.
+/// partial outputs merged in thread order, or, into outputs larger than cache,
+/// partitioned by output range so that ranges run in parallel
+/// ([`scatter_by_buckets`]); anything small runs serially. Results are
+/// deterministic for a fixed thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn scatter<T: Copy + Send + Sync>(
     op: &str,
@@ -294,6 +296,13 @@ pub fn scatter<T: Copy + Send + Sync>(
             .collect();
         return results.into_iter().collect();
     }
+    if rows == 1
+        && std::mem::size_of_val(out) >= BUCKETS_FROM_BYTES
+        && out.len() <= u32::MAX as usize
+    {
+        // One long row into more outputs than cache holds.
+        return scatter_by_buckets(&rows_ctx, row_bases(0, 1)[0], len, out, &combine);
+    }
     if out.len() * threads > 4 * n {
         // Partial outputs would cost more than they save.
         for b in row_bases(0, rows) {
@@ -324,6 +333,92 @@ pub fn scatter<T: Copy + Send + Sync>(
             }
         }
     });
+    Ok(())
+}
+
+/// Output positions per bucket of [`scatter_by_buckets`]: 256 KB of float32,
+/// which stays in L2 while the bucket's updates run.
+const BUCKET_BINS: usize = 1 << 16;
+/// Outputs from this size take [`scatter_by_buckets`]: below it they fit in
+/// this machine's L3, where per-thread partial outputs measured faster (4M
+/// float32 outputs: 107 against 117 ms; 16M: 384 against 223 ms).
+const BUCKETS_FROM_BYTES: usize = 32 << 20;
+/// Positions partitioned at a time (bounds the buffers: 8 bytes each for float32).
+const BUCKET_SEGMENT: usize = 1 << 22;
+
+/// One long row scattered into far more outputs than cache holds, where
+/// updates in index order miss the caches nearly every time: each segment of
+/// the row is partitioned by output range (buckets of [`BUCKET_BINS`]),
+/// stably, then the buckets run in parallel, each within cache. Every output
+/// still takes its updates in their order in the row, so the bits are the
+/// serial loop's whatever the thread count. (Sorting by index, by ranges.)
+fn scatter_by_buckets<T: Copy + Send + Sync>(
+    rows: &ScatterRows<T>,
+    base: [isize; 3],
+    len: usize,
+    out: &mut [T],
+    combine: &(impl Fn(T, T) -> T + Sync),
+) -> Result<()> {
+    let buckets = out.len().div_ceil(BUCKET_BINS);
+    let bucket = |p: usize| p / BUCKET_BINS;
+    let mut positions: Vec<u32> = Vec::new();
+    let mut values: Vec<T> = Vec::new();
+    let shared_out = SharedOut::new(out);
+    let mut start = 0;
+    while start < len {
+        let end = (start + BUCKET_SEGMENT).min(len);
+        // Chunks of the segment, counted, then partitioned, in parallel.
+        let chunk = (end - start).div_ceil(num_threads() * 4).max(1);
+        let chunks: Vec<(usize, usize)> = (start..end)
+            .step_by(chunk)
+            .map(|from| (from, (from + chunk).min(end)))
+            .collect();
+        let counts: Vec<Vec<usize>> = chunks
+            .par_iter()
+            .map(|&(from, to)| {
+                let mut count = vec![0usize; buckets];
+                rows.row(base, from, to, &mut |p, _| count[bucket(p)] += 1)?;
+                Ok(count)
+            })
+            .collect::<Result<_>>()?;
+        // Where each chunk's share of each bucket starts: buckets in order,
+        // chunks in order within a bucket (so the partition is stable).
+        let mut starts = vec![vec![0usize; buckets]; chunks.len()];
+        let mut bounds = vec![0usize; buckets + 1];
+        let mut at = 0;
+        for b in 0..buckets {
+            bounds[b] = at;
+            for (c, count) in counts.iter().enumerate() {
+                starts[c][b] = at;
+                at += count[b];
+            }
+        }
+        bounds[buckets] = at;
+        positions.resize(at, 0);
+        values.resize(at, rows.src[0]);
+        let (shared_positions, shared_values) =
+            (SharedOut::new(&mut positions), SharedOut::new(&mut values));
+        chunks
+            .par_iter()
+            .zip(starts)
+            .try_for_each(|(&(from, to), mut next)| {
+                rows.row(base, from, to, &mut |p, x| {
+                    let k = &mut next[bucket(p)];
+                    // Chunks fill disjoint ranges of each bucket (see `starts`).
+                    shared_positions.write(*k, p as u32);
+                    shared_values.write(*k, x);
+                    *k += 1;
+                })
+            })?;
+        (0..buckets).into_par_iter().for_each(|b| {
+            for k in bounds[b]..bounds[b + 1] {
+                let (p, x) = (positions[k] as usize, values[k]);
+                // Buckets own disjoint ranges of the output.
+                shared_out.update(p, |old| combine(old, x));
+            }
+        });
+        start = end;
+    }
     Ok(())
 }
 
@@ -571,5 +666,93 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, vec![4.0, 4.0, 2.0]);
+    }
+
+    /// A long row into many more outputs than cache holds (the bucketed path
+    /// with two or more threads, over two segments): the serial loop's bits,
+    /// duplicates, NaN and signed zeros included, from a strided source; a bad
+    /// index in the last segment is an error.
+    #[test]
+    fn scatter_into_many_outputs_keeps_each_outputs_order() {
+        let n = BUCKET_SEGMENT + 12_345;
+        let bins = 2 * n + 3 * BUCKET_BINS + 17;
+        let mut s = 11u32;
+        let mut next = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            s >> 4
+        };
+        // Half the updates land on 1000 hot outputs spread over every bucket.
+        let idx: Vec<i32> = (0..n)
+            .map(|i| {
+                let r = next() as usize;
+                (if i % 2 == 0 {
+                    (r % 1000) * (bins / 1000)
+                } else {
+                    r % bins
+                }) as i32
+            })
+            .collect();
+        let pick = [1e8f32, 1.0, -1e8, 1e-8, -0.0, 0.0, 3.5, f32::NAN];
+        // Every other element of `data` is the source (stride 2).
+        let data: Vec<f32> = (0..2 * n)
+            .map(|_| {
+                let r = next();
+                if r % 5000 == 0 {
+                    pick[7]
+                } else {
+                    pick[(r % 7) as usize] * (1.0 + (r % 13) as f32)
+                }
+            })
+            .collect();
+        let idx_layout = Layout::contiguous(&[n]);
+        let src_layout = Layout {
+            shape: vec![n],
+            strides: vec![2],
+            offset: 1,
+        };
+        let run = |idx: &[i32], identity: f32, combine: fn(f32, f32) -> f32| {
+            let mut out = vec![identity; bins];
+            let name = "scatter";
+            let result = scatter(
+                name,
+                &mut out,
+                &[bins],
+                0,
+                Src {
+                    data: idx,
+                    layout: &idx_layout,
+                },
+                Src {
+                    data: &data,
+                    layout: &src_layout,
+                },
+                identity,
+                combine,
+            );
+            result.map(|_| out)
+        };
+        let by_loop = |identity: f32, combine: fn(f32, f32) -> f32| {
+            let mut out = vec![identity; bins];
+            for (i, &v) in idx.iter().enumerate() {
+                out[v as usize] = combine(out[v as usize], data[2 * i + 1]);
+            }
+            out
+        };
+        type Combine = fn(f32, f32) -> f32;
+        let add: Combine = |a, b| a + b;
+        for (identity, combine) in [(0.0, add), (f32::NEG_INFINITY, crate::dtype::max_nan)] {
+            let got = run(&idx, identity, combine).unwrap();
+            let want = by_loop(identity, combine);
+            for (p, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "output {p}: {g} != {w}"
+                );
+            }
+        }
+        let mut bad = idx.clone();
+        bad[n - 5] = bins as i32;
+        let err = run(&bad, 0.0, |a, b| a + b).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 }
