@@ -4,7 +4,7 @@
  * sizes above the threading threshold.
  */
 import { describe, it } from 'vitest'
-import { concat, split, stack, tensor, where, type DType, type Tensor } from '../ts/index.js'
+import { concat, split, stack, tensor, where, zeros, type DType, type Tensor } from '../ts/index.js'
 import { expectBackendsAgree, makeInput, rng, type Domain, type Layout } from './helpers.js'
 
 const SHAPES: number[][] = [[], [0], [3, 0], [7], [2, 3], [2, 3, 4], [1, 5], [300, 257]]
@@ -233,6 +233,24 @@ describe('gather and scatter: native against reference', () => {
       })
     }
   }
+})
+
+const zerosLike = (n: number, dtype: DType): Tensor => zeros([n], { dtype })
+
+describe('scatter into outputs larger than cache (partitioned by output range)', () => {
+  it('scatterAdd and scatterMax of 1M values into 9M outputs, float32 and float64', () => {
+    const bins = 9_000_000
+    const n = 1 << 20
+    const r = rng(99)
+    // Half the updates on 100 hot outputs, so duplicates meet in every range.
+    const idx = tensor(Int32Array.from({ length: n }, (_, i) => (i % 2 ? Math.floor(r() * 100) * 90_000 : Math.floor(r() * bins))))
+    for (const dtype of ['float32', 'float64'] as DType[]) {
+      const values = makeInput([n], dtype, domainFor(dtype, 'any'), 'contiguous', 6)
+      const target = zerosLike(bins, dtype)
+      expectBackendsAgree(target.scatterAdd(0, idx, values), 1e-6, `scatterAdd ${dtype}`)
+      expectBackendsAgree(target.scatterMax(0, idx, values), 0, `scatterMax ${dtype}`)
+    }
+  })
 })
 
 describe('matmul: native (gemm) against reference', () => {
