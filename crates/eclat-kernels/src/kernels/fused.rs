@@ -202,23 +202,15 @@ unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usiz
         (None, None) if w.transposed() => gather_transposed(w, data, start, out),
         (None, None) => {
             let s = *w.strides[0].last().unwrap();
-            let end = start + out.len();
-            for_each_run(
-                &w.shape,
-                &w.strides,
-                [w.offset],
-                start,
-                end,
-                |[o], pos, len| {
-                    let out = &mut out[pos - start..pos - start + len];
-                    // Rows of a broadcast bias and the like: a copy or a fill per run.
-                    match s {
-                        1 => out.copy_from_slice(&data[o as usize..o as usize + len]),
-                        0 => out.fill(data[o as usize]),
-                        _ => strided(out, data, o, s),
-                    }
-                },
-            )
+            w.runs(start, start + out.len(), |o, pos, len| {
+                let out = &mut out[pos - start..pos - start + len];
+                // Rows of a broadcast bias and the like: a copy or a fill per run.
+                match s {
+                    1 => out.copy_from_slice(&data[o as usize..o as usize + len]),
+                    0 => out.fill(data[o as usize]),
+                    _ => strided(out, data, o, s),
+                }
+            })
         }
     }
 }
@@ -247,32 +239,24 @@ unsafe fn gather_transposed<T: Copy>(w: &Walk, data: &[T], start: usize, out: &m
         }
     };
     let mut group: Option<(usize, isize, usize)> = None;
-    let end = start + out.len();
-    for_each_run(
-        &w.shape,
-        &w.strides,
-        [w.offset],
-        start,
-        end,
-        |[at], pos, len| {
-            if len == row {
-                match group {
-                    Some((p, a, k)) if pos == p + k * row && at == a + k as isize => {
-                        group = Some((p, a, k + 1));
-                        return;
-                    }
-                    Some(g) => columns(out, g),
-                    None => {}
+    w.runs(start, start + out.len(), |at, pos, len| {
+        if len == row {
+            match group {
+                Some((p, a, k)) if pos == p + k * row && at == a + k as isize => {
+                    group = Some((p, a, k + 1));
+                    return;
                 }
-                group = Some((pos, at, 1));
-            } else {
-                if let Some(g) = group.take() {
-                    columns(out, g);
-                }
-                strided(&mut out[pos - start..pos - start + len], data, at, step);
+                Some(g) => columns(out, g),
+                None => {}
             }
-        },
-    );
+            group = Some((pos, at, 1));
+        } else {
+            if let Some(g) = group.take() {
+                columns(out, g);
+            }
+            strided(&mut out[pos - start..pos - start + len], data, at, step);
+        }
+    });
     if let Some(g) = group {
         columns(out, g);
     }
@@ -410,6 +394,20 @@ impl<'a> Walk<'a> {
     /// Length of this source's runs along the iteration order.
     fn run_len(&self) -> usize {
         *self.shape.last().unwrap()
+    }
+
+    /// `for_each_run` over positions `start..end` of this source: `f(offset,
+    /// position, len)` per run.
+    #[inline(always)]
+    fn runs(&self, start: usize, end: usize, mut f: impl FnMut(isize, usize, usize)) {
+        for_each_run(
+            &self.shape,
+            &self.strides,
+            [self.offset],
+            start,
+            end,
+            |[o], pos, len| f(o, pos, len),
+        )
     }
 
     /// Whether the source is read across its memory order: the innermost

@@ -209,8 +209,8 @@ pub fn matmul_blocks<T: GemmElem>(a: Src<T>, b: Src<T>, epilogue: impl Fn(usize,
     // rows kept one of two threads busy for two thirds of the time). The
     // split depends on the shape only.
     let most = (TILE / n.max(1)).clamp(1, m);
-    let per_batch = m.div_ceil(most).max((m / MIN_BLOCK_ROWS).min(BLOCKS));
-    let rows = m.div_ceil(per_batch);
+    let wanted = m.div_ceil(most).max((m / MIN_BLOCK_ROWS).min(BLOCKS));
+    let rows = m.div_ceil(wanted);
     let per_batch = m.div_ceil(rows);
     let blocks = plan.offsets.len() * per_batch;
     let run = |block: usize, parallelism: Parallelism| {
