@@ -106,6 +106,20 @@ pub fn gather<T: Copy + Send + Sync>(
     })
 }
 
+/// Checks that every index lies in `0..size` (Err: the first that does not).
+/// A fold without early exit vectorizes; the rare bad index is found after.
+#[inline(always)]
+fn check_indices(index: &[i32], size: usize) -> std::result::Result<(), i32> {
+    // One unsigned compare rejects negatives and values past the end.
+    if index
+        .iter()
+        .fold(true, |ok, &v| ok & ((v as u32 as usize) < size))
+    {
+        return Ok(());
+    }
+    Err(*index.iter().find(|&&v| v as u32 as usize >= size).unwrap())
+}
+
 /// `out[k] = src[base + index[k] * step]` after checking every index against
 /// `size` (Err: the first bad one). `base + i * step` for `i < size` must lie
 /// in `src` (`gather` asserts its source view fits its data).
@@ -118,13 +132,7 @@ fn gather_line<T: Copy>(
     index: &[i32],
     size: usize,
 ) -> std::result::Result<(), i32> {
-    // A fold without early exit vectorizes; the rare bad index is found after.
-    let all_in_range = index
-        .iter()
-        .fold(true, |ok, &v| ok & ((v as u32 as usize) < size));
-    if !all_in_range {
-        return Err(*index.iter().find(|&&v| v as u32 as usize >= size).unwrap());
-    }
+    check_indices(index, size)?;
     for (o, &v) in out.iter_mut().zip(index) {
         // SAFETY: 0 <= v < size (checked above), so base + v * step is a
         // position of the source's layout, inside `src`.
@@ -147,14 +155,15 @@ struct ScatterRows<'a, T> {
 impl<T: Copy> ScatterRows<'_, T> {
     /// Scatters positions `from..to` of the row starting at `[bi, bs, bo]`
     /// through `write(output position, value)`, checking every index.
-    /// Generic over `write` so the per-element step inlines.
+    /// Generic over `write` so the per-element step inlines; `write` is taken
+    /// by value (see [`write_run`]).
     #[inline]
     fn row(
         &self,
         [bi, bs, bo]: [isize; 3],
         from: usize,
         to: usize,
-        write: &mut impl FnMut(usize, T),
+        mut write: impl FnMut(usize, T),
     ) -> Result<()> {
         let [si, ss, so] = self.steps;
         if si == 1 && ss == 1 {
@@ -162,12 +171,12 @@ impl<T: Copy> ScatterRows<'_, T> {
                 &self.index[(bi + from as isize) as usize..][..to - from],
                 &self.src[(bs + from as isize) as usize..][..to - from],
             );
-            for (&v, &x) in idx.iter().zip(src) {
-                if v < 0 || v as usize >= self.size {
-                    return Err(index_error(self.op, v, self.axis, self.size));
-                }
-                write((bo + v as isize * so) as usize, x);
+            // Checked first, by vector instructions, so that the loop that
+            // writes has no branch of its own.
+            if let Err(v) = crate::dispatch!(check_indices(idx, self.size)) {
+                return Err(index_error(self.op, v, self.axis, self.size));
             }
+            write_run(idx, src, bo, so, write);
             return Ok(());
         }
         for j in from as isize..to as isize {
@@ -180,6 +189,32 @@ impl<T: Copy> ScatterRows<'_, T> {
             write((bo + v * so) as usize, self.src[(bs + j * ss) as usize]);
         }
         Ok(())
+    }
+}
+
+/// `write(bo + index[k] * so, src[k])` for every `k`, indices already checked.
+/// A function of its own, taking `write` by value, so that what it writes to
+/// stays in registers (inlined into `scatter`, a large function, the output
+/// and strides were reloaded from the stack after every store), and the unit
+/// output stride spelled out (a multiply in the address of every
+/// read-modify-write held the loads back). A convolution's col2im, 0.9M
+/// updates on one thread: 1.4-1.7 → 0.57-0.59 ms (a plain loop: 0.45-0.57).
+#[inline(never)]
+fn write_run<T: Copy>(
+    index: &[i32],
+    src: &[T],
+    bo: isize,
+    so: isize,
+    mut write: impl FnMut(usize, T),
+) {
+    if so == 1 {
+        for (&v, &x) in index.iter().zip(src) {
+            write((bo + v as isize) as usize, x);
+        }
+    } else {
+        for (&v, &x) in index.iter().zip(src) {
+            write((bo + v as isize * so) as usize, x);
+        }
     }
 }
 
@@ -271,11 +306,14 @@ pub fn scatter<T: Copy + Send + Sync>(
         size,
     };
     let threads = num_threads();
-    if n < PARALLEL_THRESHOLD || threads == 1 {
+    let serial = |out: &mut [T]| {
         for b in row_bases(0, rows) {
-            rows_ctx.row(b, 0, len, &mut |p, x| out[p] = combine(out[p], x))?;
+            rows_ctx.row(b, 0, len, |p, x| out[p] = combine(out[p], x))?;
         }
-        return Ok(());
+        Ok(())
+    };
+    if n < PARALLEL_THRESHOLD || threads == 1 {
+        return serial(out);
     }
     if rows >= threads {
         let shared = SharedOut::new(out);
@@ -283,11 +321,11 @@ pub fn scatter<T: Copy + Send + Sync>(
         let results: Vec<Result<()>> = (0..rows.div_ceil(per))
             .into_par_iter()
             .map(|t| {
-                let first = t * per;
+                let (first, combine) = (t * per, &combine);
                 for b in row_bases(first, per.min(rows - first)) {
                     // SAFETY (of `update`): rows differ off the scatter axis, so
                     // no two tasks touch the same output position.
-                    rows_ctx.row(b, 0, len, &mut |p, x| {
+                    rows_ctx.row(b, 0, len, move |p, x| {
                         shared.update(p, |old| combine(old, x))
                     })?;
                 }
@@ -305,10 +343,7 @@ pub fn scatter<T: Copy + Send + Sync>(
     }
     if out.len() * threads > 4 * n {
         // Partial outputs would cost more than they save.
-        for b in row_bases(0, rows) {
-            rows_ctx.row(b, 0, len, &mut |p, x| out[p] = combine(out[p], x))?;
-        }
-        return Ok(());
+        return serial(out);
     }
     // Few long rows: each thread scatters a slice of every row into its own partial output.
     let bases = row_bases(0, rows);
@@ -319,7 +354,8 @@ pub fn scatter<T: Copy + Send + Sync>(
             let mut partial = vec![identity; out.len()];
             let (from, to) = ((t * per).min(len), ((t + 1) * per).min(len));
             for &b in &bases {
-                rows_ctx.row(b, from, to, &mut |p, x| partial[p] = combine(partial[p], x))?;
+                let partial = &mut partial[..];
+                rows_ctx.row(b, from, to, |p, x| partial[p] = combine(partial[p], x))?;
             }
             Ok(partial)
         })
@@ -378,7 +414,8 @@ fn scatter_by_buckets<T: Copy + Send + Sync>(
             .par_iter()
             .map(|&(from, to)| {
                 let mut count = vec![0usize; buckets];
-                rows.row(base, from, to, &mut |p, _| count[bucket(p)] += 1)?;
+                let counts = &mut count[..];
+                rows.row(base, from, to, |p, _| counts[bucket(p)] += 1)?;
                 Ok(count)
             })
             .collect::<Result<_>>()?;
@@ -403,7 +440,8 @@ fn scatter_by_buckets<T: Copy + Send + Sync>(
             .par_iter()
             .zip(starts)
             .try_for_each(|(&(from, to), mut next)| {
-                rows.row(base, from, to, &mut |p, x| {
+                let next = &mut next[..];
+                rows.row(base, from, to, |p, x| {
                     let k = &mut next[bucket(p)];
                     // Chunks fill disjoint ranges of each bucket (see `starts`).
                     shared_positions.write(*k, p as u32);
@@ -594,52 +632,82 @@ mod tests {
 
     #[test]
     fn every_strategy_matches_the_serial_sum() {
-        // Rows in parallel ([64, 5000] along axis 1), and one long row split into partials.
-        for (out_shape, idx_shape, axis) in [
-            (vec![64usize, 300], vec![64usize, 5000], 1usize),
-            (vec![1000], vec![200_000], 0),
+        // Rows in parallel ([64, 5000] along axis 1), the same read through
+        // transposed views (indices contiguous along the axis, outputs not:
+        // [5000, 64] along axis 0), and one long row split into partials.
+        for (out_shape, idx_shape, axis, transposed) in [
+            (vec![64usize, 300], vec![64usize, 5000], 1usize, false),
+            (vec![300, 64], vec![5000, 64], 0, true),
+            (vec![1000], vec![200_000], 0, false),
         ] {
             let n: usize = idx_shape.iter().product();
             let size = out_shape[axis];
+            // Element i of the storage; with `transposed`, storage is [64, 5000].
             let idx: Vec<i32> = (0..n).map(|i| ((i * 7919) % size) as i32).collect();
             let src: Vec<i64> = (0..n).map(|i| (i % 13) as i64).collect();
+            let layout = if transposed {
+                Layout {
+                    shape: idx_shape.clone(),
+                    strides: vec![1, idx_shape[0] as isize],
+                    offset: 0,
+                }
+            } else {
+                Layout::contiguous(&idx_shape)
+            };
+            let out_strides = contiguous_strides(&out_shape);
             let mut expected = vec![0i64; out_shape.iter().product()];
-            let cols = if axis == 1 { idx_shape[1] } else { n };
-            for i in 0..n {
-                let row = i / cols;
-                let p = if axis == 1 {
-                    row * size + idx[i] as usize
-                } else {
-                    idx[i] as usize
-                };
-                expected[p] += src[i];
+            for pos in 0..n {
+                let (mut rem, mut at) = (pos, 0isize);
+                let mut coords = vec![0usize; idx_shape.len()];
+                for d in (0..idx_shape.len()).rev() {
+                    coords[d] = rem % idx_shape[d];
+                    rem /= idx_shape[d];
+                    at += coords[d] as isize * layout.strides[d];
+                }
+                coords[axis] = idx[at as usize] as usize;
+                let p: isize = coords
+                    .iter()
+                    .zip(&out_strides)
+                    .map(|(&c, &s)| c as isize * s)
+                    .sum();
+                expected[p as usize] += src[at as usize];
             }
-            let mut out = vec![0i64; expected.len()];
-            let (li, ls) = (
-                Layout::contiguous(&idx_shape),
-                Layout::contiguous(&idx_shape),
-            );
-            crate::pool::pool()
-                .install(|| {
-                    scatter(
-                        "scatterAdd",
-                        &mut out,
-                        &out_shape,
-                        axis,
-                        Src {
-                            data: &idx,
-                            layout: &li,
-                        },
-                        Src {
-                            data: &src,
-                            layout: &ls,
-                        },
-                        0,
-                        |a, b| a + b,
-                    )
-                })
-                .unwrap();
-            assert_eq!(out, expected);
+            let run = |idx: &[i32]| {
+                let mut out = vec![0i64; expected.len()];
+                crate::pool::pool()
+                    .install(|| {
+                        scatter(
+                            "scatterAdd",
+                            &mut out,
+                            &out_shape,
+                            axis,
+                            Src {
+                                data: idx,
+                                layout: &layout,
+                            },
+                            Src {
+                                data: &src,
+                                layout: &layout,
+                            },
+                            0,
+                            |a, b| a + b,
+                        )
+                    })
+                    .map(|()| out)
+            };
+            assert_eq!(run(&idx).unwrap(), expected);
+            // A bad index anywhere fails the whole scatter, naming it.
+            for (at, v) in [(n - 1, size as i32), (n / 3, -1)] {
+                let mut bad = idx.clone();
+                bad[at] = v;
+                let err = run(&bad).unwrap_err();
+                assert_eq!(err.kind, ErrorKind::Index);
+                assert!(
+                    err.message.contains(&format!("index {v} ")),
+                    "{}",
+                    err.message
+                );
+            }
         }
     }
 
