@@ -279,8 +279,70 @@ struct Blocks {
     /// half the cache a table takes; AVX-512 gathers over it measured slower
     /// than the scalar loop on a Zen 4).
     table: Vec<i32>,
+    /// The table as windows of 16 positions, each reading within 16
+    /// consecutive elements (empty when some window reads wider): for
+    /// 4-byte elements on AVX-512 a window is one masked load and one
+    /// permute. A 2x2 max pool's gradient over [64, 16, 28, 28], whose two
+    /// broadcast sources read each value twice per row and each row twice:
+    /// 0.77-0.87 → 0.43-0.49 ms for the whole kernel.
+    windows: Vec<Window>,
     outer_shape: Vec<usize>,
     outer_strides: [Vec<isize>; 1],
+}
+
+/// 16 positions of a [`Blocks`] table read as one vector: `lanes[i]` is
+/// position i's element among the `load` lanes starting at offset `lo`;
+/// `store` masks the positions the window has (the table's last may be short).
+#[derive(Clone)]
+struct Window {
+    lo: i32,
+    lanes: [u32; 16],
+    load: u16,
+    store: u16,
+}
+
+/// The windows of `table`, or none if some 16 positions span more than 16 elements.
+fn windows_of(table: &[i32]) -> Vec<Window> {
+    let mut windows = Vec::with_capacity(table.len().div_ceil(16));
+    for chunk in table.chunks(16) {
+        let lo = *chunk.iter().min().unwrap();
+        let span = (*chunk.iter().max().unwrap() - lo) as usize + 1;
+        if span > 16 {
+            return vec![];
+        }
+        let mut lanes = [0u32; 16];
+        for (lane, &t) in lanes.iter_mut().zip(chunk) {
+            *lane = (t - lo) as u32;
+        }
+        let mask = |n: usize| ((1u32 << n) - 1) as u16;
+        windows.push(Window {
+            lo,
+            lanes,
+            load: mask(span),
+            store: mask(chunk.len()),
+        });
+    }
+    windows
+}
+
+/// One block of a [`Blocks`] table by its windows: `src` points at the block's
+/// first element, `dst` at room for the whole block.
+///
+/// # Safety
+/// The CPU has AVX-512F; every window's `load` lanes lie inside the source
+/// (they lie between two of the block's positions), and `dst` has room for
+/// the table. (A function of its own with the feature enabled: the block loop
+/// runs inside `for_each_run`, compiled for the baseline.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_windows(windows: &[Window], src: *const i32, dst: *mut i32) {
+    use std::arch::x86_64::*;
+    for (w, window) in windows.iter().enumerate() {
+        let v = _mm512_maskz_loadu_epi32(window.load, src.offset(window.lo as isize));
+        let lanes = _mm512_loadu_si512(window.lanes.as_ptr() as *const _);
+        let r = _mm512_permutexvar_epi32(lanes, v);
+        _mm512_mask_storeu_epi32(dst.add(w * 16), window.store, r);
+    }
 }
 
 impl Blocks {
@@ -328,6 +390,7 @@ impl Blocks {
             (shape[..split].to_vec(), [strides[..split].to_vec()])
         };
         Some(Blocks {
+            windows: windows_of(&table),
             table,
             outer_shape,
             outer_strides,
@@ -342,6 +405,11 @@ impl Blocks {
     /// `Walk::new`).
     #[inline(always)]
     unsafe fn gather<T: Copy>(&self, data: &[T], base: isize, start: usize, out: &mut [T]) {
+        // Whole blocks of 4-byte elements go by windows on AVX-512.
+        let by_windows = cfg!(target_arch = "x86_64")
+            && std::mem::size_of::<T>() == 4
+            && !self.windows.is_empty()
+            && simd::level() == Level::Avx512;
         let size = self.table.len();
         let end = start + out.len();
         let outer_step = *self.outer_strides[0].last().unwrap();
@@ -358,6 +426,16 @@ impl Blocks {
                     let o = o + b as isize * outer_step;
                     let (from, to) = (start.max(at), end.min(at + size));
                     let dst = &mut out[from - start..to - start];
+                    #[cfg(target_arch = "x86_64")]
+                    if by_windows && dst.len() == size {
+                        // SAFETY: see `gather_windows`; o is the block's first position.
+                        gather_windows(
+                            &self.windows,
+                            data.as_ptr().offset(o) as *const i32,
+                            dst.as_mut_ptr() as *mut i32,
+                        );
+                        continue;
+                    }
                     for (v, &t) in dst.iter_mut().zip(&self.table[from - at..to - at]) {
                         // SAFETY: o + t is a position of the layout (see above).
                         *v = *data.get_unchecked((o + t as isize) as usize);
@@ -1383,9 +1461,12 @@ mod tests {
     /// Every position's offset through a block table, against the run walker.
     #[test]
     fn block_tables_give_the_offsets_of_the_run_walker() {
-        let cases: [(&[usize], &[isize]); 5] = [
+        let cases: [(&[usize], &[isize]); 7] = [
             // A pooling window's gradient: [64, 16, 14, 2, 14, 2] broadcast from [64, 16, 14, 1, 14, 1].
             (&[64, 16, 14, 2, 14, 2], &[3136, 196, 14, 0, 1, 0]),
+            // Collapsed as `Walk::new` gives it, and a 3x3 window's.
+            (&[14336, 2, 14, 2], &[14, 0, 1, 0]),
+            (&[50, 3, 5, 3], &[5, 0, 1, 0]),
             (&[3, 5, 2], &[-10, 2, 1]),
             (&[7, 3, 3], &[1, 0, 7]),
             (&[2, 9, 4, 3], &[500, 3, 100, 30]),
@@ -1416,8 +1497,31 @@ mod tests {
                 unsafe { blocks.gather(&data, 40, start, &mut got) };
                 let expected: Vec<i64> = want[start..end].iter().map(|&o| o as i64).collect();
                 assert_eq!(got, expected, "{shape:?} {strides:?} {start}..{end}");
+                // 4-byte elements go by windows where the table has them, from
+                // data that ends at the layout's last element.
+                let data32: Vec<i32> = data.iter().map(|&o| o as i32).collect();
+                let mut got32 = vec![-1i32; end - start];
+                // SAFETY: as above.
+                unsafe { blocks.gather(&data32, 40, start, &mut got32) };
+                let got32: Vec<i64> = got32.iter().map(|&o| o as i64).collect();
+                assert_eq!(
+                    got32, expected,
+                    "{shape:?} {strides:?} {start}..{end} (32-bit)"
+                );
             }
         }
+        // Windows where every 16 positions read within 16 elements.
+        assert_eq!(
+            Blocks::new(&[14336, 2, 14, 2], &[14, 0, 1, 0])
+                .unwrap()
+                .windows
+                .len(),
+            4
+        );
+        assert!(Blocks::new(&[2, 9, 4, 3], &[500, 3, 100, 30])
+            .unwrap()
+            .windows
+            .is_empty());
         // Long runs, or one short axis alone, keep the run walker.
         assert!(Blocks::new(&[100, 64], &[64, 1]).is_none());
         assert!(Blocks::new(&[3], &[1]).is_none());
