@@ -44,6 +44,22 @@ describe('the scheduler fuses', () => {
     expect(ks).toHaveLength(3)
   })
 
+  it('a cheap value over data in memory is recomputed in each kernel that reads it, never written (a ReLU mask)', () => {
+    const x = rand([64, 64]).sub(0.5).realize()
+    const dy = rand([64, 64])
+    const mask = x.gt(0)
+    // The forward and the backward of relu read the same mask.
+    const ks = work(explainRealize([where(mask, x, 0), where(mask, dy, 0)]))
+    expect(ks).toHaveLength(2)
+    for (const k of ks) expect(k).toMatchObject({ kind: 'fused', fused: ['lt', 'where'], written: 'an output' })
+    expectBackendsAgree(where(mask, x, 0).add(where(mask, dy, 0)), 0, 'relu forward + backward')
+    // Over a computed value (which would be recomputed too), it is written once.
+    const shifted = x.mul(x).sin().add(1)
+    const ks2 = work(explainRealize([shifted.mul(x), shifted.mul(dy)]))
+    expect(ks2).toHaveLength(3)
+    expect(ks2.find((k) => k.fused.includes('sin'))).toMatchObject({ fused: ['mul', 'sin', 'add'], written: 'read by 2 kernels' })
+  })
+
   it('inside one kernel a value read twice is computed once', () => {
     const x = rand([100])
     const e = x.exp()

@@ -1,5 +1,7 @@
+import { itemSize } from './dtype.js'
 import type { LazyNode } from './graph/node.js'
 import type { Op } from './graph/ops.js'
+import { numel } from './graph/shape.js'
 
 /** Elementwise primitives: they fuse into one kernel. */
 const ELEMENTWISE: ReadonlySet<Op> = new Set<Op>([
@@ -8,6 +10,11 @@ const ELEMENTWISE: ReadonlySet<Op> = new Set<Op>([
   'where',
 ])
 const REDUCTIONS: ReadonlySet<Op> = new Set<Op>(['sum', 'max', 'min', 'prod'])
+/** Elementwise primitives costing about one instruction: worth recomputing rather than writing out. */
+const CHEAP: ReadonlySet<Op> = new Set<Op>([
+  'neg', 'cast', 'bitwiseNot', 'add', 'mul', 'maximum', 'minimum', 'lt', 'eq',
+  'bitwiseAnd', 'bitwiseOr', 'bitwiseXor', 'where',
+])
 /** View primitives cost nothing on realized data: the kernels read through strides. */
 const VIEWS: ReadonlySet<Op> = new Set<Op>(['reshape', 'permute', 'expand', 'slice'])
 
@@ -35,6 +42,12 @@ export interface Kernel {
   readonly reason: string
 }
 
+/** Bytes a kernel reads for `node` (a broadcast reads its source once). */
+function bytesRead(node: LazyNode): number {
+  const read = node.op === 'expand' ? node.srcs[0]! : node
+  return numel(read.shape) * itemSize(read.dtype)
+}
+
 /**
  * Groups the nodes of `order` (topological, every node to compute) into kernels:
  *
@@ -42,9 +55,15 @@ export interface Kernel {
  *   elementwise (or a reduction reading it) and all of them are in the same
  *   kernel: chains and trees fuse into one pass, and a reduction absorbs its
  *   elementwise producers (`x.mul(x).sum(1)` reads `x` once).
- * - Cost rule for shared values: a value read by several kernels is computed
+ * - Cost rule for a value read by several kernels: it is recomputed in each of
+ *   them when it is one cheap op (a comparison, an add: {@link CHEAP}) whose
+ *   operands are already in memory (inputs, views, other kernels' results)
+ *   and the operand bytes those kernels do not already read are no more than
+ *   materializing costs (reading the operands once, writing the result, and
+ *   reading it back in each kernel): a ReLU's mask, read by its forward and
+ *   its backward, is recomputed and never written. Otherwise it is computed
  *   once into a buffer (recomputing would repeat its whole subexpression per
- *   reader); a value read several times inside one kernel is computed once there.
+ *   reader). A value read several times inside one kernel is computed once there.
  * - Views, scans, gather/scatter, pad and matmul are kernel boundaries: their
  *   computed inputs are materialized. Outputs are always materialized.
  */
@@ -58,46 +77,67 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
     }
   }
   const outputs = new Set(targets)
-  /** The root of the kernel each node belongs to. */
-  const kernelOf = new Map<LazyNode, LazyNode>()
+  /** The roots of the kernels each node is computed in (one, unless recomputed). */
+  const kernelsOf = new Map<LazyNode, readonly LazyNode[]>()
+  /** The values each kernel's members read so far (the pass goes consumers first). */
+  const reads = new Map<LazyNode, Set<LazyNode>>()
+  const join = (node: LazyNode, kernels: readonly LazyNode[]) => {
+    kernelsOf.set(node, kernels)
+    for (const k of kernels) {
+      let set = reads.get(k)
+      if (!set) reads.set(k, (set = new Set()))
+      for (const src of node.srcs) set.add(src)
+    }
+  }
+  const inMemory = (src: LazyNode) => src.data !== null || !ELEMENTWISE.has(src.op)
+  /** The cost rule above, for `node` read by `kernels`. */
+  const recompute = (node: LazyNode, kernels: readonly LazyNode[]) => {
+    if (!CHEAP.has(node.op) || !node.srcs.every(inMemory)) return false
+    let extra = 0
+    for (const k of kernels) for (const src of node.srcs) if (!reads.get(k)!.has(src)) extra += bytesRead(src)
+    const operands = node.srcs.reduce((sum, src) => sum + bytesRead(src), 0)
+    return extra <= operands + bytesRead(node) * (1 + kernels.length)
+  }
   const reasons = new Map<LazyNode, string>()
   for (let i = order.length - 1; i >= 0; i--) {
     const node = order[i]!
     if (!ELEMENTWISE.has(node.op)) {
-      kernelOf.set(node, node)
+      join(node, [node])
       reasons.set(node, VIEWS.has(node.op) ? 'a view' : REDUCTIONS.has(node.op) ? 'a reduction' : `${node.op} is a kernel boundary`)
       continue
     }
     const users = consumers.get(node) ?? []
     let reason = ''
+    let kernels: LazyNode[] = []
     if (outputs.has(node)) reason = 'an output'
     else if (users.length === 0) reason = 'unused'
     else {
       const blocker = users.find((u) => !ELEMENTWISE.has(u.op) && !REDUCTIONS.has(u.op))
       if (blocker) reason = `read by ${blocker.op}`
       else {
-        const kernels = new Set(users.map((u) => kernelOf.get(u)!))
-        if (kernels.size > 1) reason = `read by ${kernels.size} kernels`
+        kernels = [...new Set(users.flatMap((u) => kernelsOf.get(u)!))]
+        if (kernels.length > 1 && !recompute(node, kernels)) reason = `read by ${kernels.length} kernels`
       }
     }
     if (reason) {
-      kernelOf.set(node, node)
+      join(node, [node])
       reasons.set(node, reason)
     } else {
-      kernelOf.set(node, kernelOf.get(users[0]!)!)
+      join(node, kernels)
     }
   }
   const members = new Map<LazyNode, LazyNode[]>()
   for (const node of order) {
     if (!ELEMENTWISE.has(node.op)) continue
-    const root = kernelOf.get(node)!
-    const list = members.get(root)
-    if (list) list.push(node)
-    else members.set(root, [node])
+    for (const root of kernelsOf.get(node)!) {
+      const list = members.get(root)
+      if (list) list.push(node)
+      else members.set(root, [node])
+    }
   }
   const kernels: Kernel[] = []
   for (const node of order) {
-    if (kernelOf.get(node) !== node) continue
+    if (!reasons.has(node)) continue
     const inside = members.get(node) ?? []
     const fused = ELEMENTWISE.has(node.op) || (REDUCTIONS.has(node.op) && inside.length > 0)
     const set = new Set(inside)
@@ -114,9 +154,10 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
         }
       }
     }
-    // A matmul read only by this (elementwise) kernel becomes its prologue.
+    // A matmul read only by this (elementwise) kernel becomes its prologue
+    // (not when a reader is recomputed in other kernels too).
     const matmul = fused && ELEMENTWISE.has(node.op)
-      ? srcs.find((s) => s.op === 'matmul' && !outputs.has(s) && !s.data && consumers.get(s)!.every((u) => set.has(u)))
+      ? srcs.find((s) => s.op === 'matmul' && !outputs.has(s) && !s.data && consumers.get(s)!.every((u) => set.has(u) && kernelsOf.get(u)!.length === 1))
       : undefined
     kernels.push({
       kind: fused ? 'fused' : VIEWS.has(node.op) ? 'view' : 'op',
