@@ -406,8 +406,8 @@ impl Blocks {
     #[inline(always)]
     unsafe fn gather<T: Copy>(&self, data: &[T], base: isize, start: usize, out: &mut [T]) {
         // Whole blocks of 4-byte elements go by windows on AVX-512.
-        let by_windows = cfg!(target_arch = "x86_64")
-            && std::mem::size_of::<T>() == 4
+        #[cfg(target_arch = "x86_64")]
+        let by_windows = std::mem::size_of::<T>() == 4
             && !self.windows.is_empty()
             && simd::level() == Level::Avx512;
         let size = self.table.len();
