@@ -57,7 +57,8 @@ function bytesRead(node: LazyNode): number {
  *   elementwise producers (`x.mul(x).sum(1)` reads `x` once).
  * - Cost rule for a value read by several kernels: it is recomputed in each of
  *   them when it is one cheap op (a comparison, an add: {@link CHEAP}) whose
- *   operands are already in memory (inputs, views, other kernels' results)
+ *   operands are already in memory (inputs, views, other kernels' results;
+ *   not a matmul's product, which its readers may take as an epilogue)
  *   and the operand bytes those kernels do not already read are no more than
  *   materializing costs (reading the operands once, writing the result, and
  *   reading it back in each kernel): a ReLU's mask, read by its forward and
@@ -89,7 +90,9 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
       for (const src of node.srcs) set.add(src)
     }
   }
-  const inMemory = (src: LazyNode) => src.data !== null || !ELEMENTWISE.has(src.op)
+  // A matmul's product is not in memory when its readers can run as its
+  // epilogue (below): an add of a bias stays there, computed once in cache.
+  const inMemory = (src: LazyNode) => src.data !== null || (!ELEMENTWISE.has(src.op) && src.op !== 'matmul')
   /** The cost rule above, for `node` read by `kernels`. */
   const recompute = (node: LazyNode, kernels: readonly LazyNode[]) => {
     if (!CHEAP.has(node.op) || !node.srcs.every(inMemory)) return false
@@ -154,10 +157,9 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
         }
       }
     }
-    // A matmul read only by this (elementwise) kernel becomes its prologue
-    // (not when a reader is recomputed in other kernels too).
+    // A matmul read only by this (elementwise) kernel becomes its prologue.
     const matmul = fused && ELEMENTWISE.has(node.op)
-      ? srcs.find((s) => s.op === 'matmul' && !outputs.has(s) && !s.data && consumers.get(s)!.every((u) => set.has(u) && kernelsOf.get(u)!.length === 1))
+      ? srcs.find((s) => s.op === 'matmul' && !outputs.has(s) && !s.data && consumers.get(s)!.every((u) => set.has(u)))
       : undefined
     kernels.push({
       kind: fused ? 'fused' : VIEWS.has(node.op) ? 'view' : 'op',
