@@ -182,6 +182,18 @@ describe('matmul epilogues', () => {
     }
   })
 
+  it('a bias add read by several kernels stays its matmul\'s epilogue rather than being recomputed', () => {
+    const x = rand([16, 8])
+    const w = rand([8, 4])
+    const dy = rand([16, 4])
+    const h = x.matmul(w).add(rand([4]))
+    const mask = h.gt(0)
+    // A Linear + ReLU in training: its forward and its backward read the mask.
+    const ks = work(explainRealize([where(mask, h, 0), where(mask, dy, 0)]))
+    expect(ks[0]).toMatchObject({ kind: 'fused', fused: ['matmul', 'add'] })
+    expect(ks.filter((k) => k.fused.includes('add'))).toHaveLength(1)
+  })
+
   it('a matmul read by two kernels is written once and not fused', () => {
     const x = rand([16, 8])
     const w = rand([8, 4])
