@@ -94,12 +94,12 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
   // epilogue (below): an add of a bias stays there, computed once in cache.
   const inMemory = (src: LazyNode) => src.data !== null || (!ELEMENTWISE.has(src.op) && src.op !== 'matmul')
   /** The cost rule above, for `node` read by `kernels`. */
-  const recompute = (node: LazyNode, kernels: readonly LazyNode[]) => {
+  const recompute = (node: LazyNode, readers: readonly LazyNode[]) => {
     if (!CHEAP.has(node.op) || !node.srcs.every(inMemory)) return false
     let extra = 0
-    for (const k of kernels) for (const src of node.srcs) if (!reads.get(k)!.has(src)) extra += bytesRead(src)
+    for (const k of readers) for (const src of node.srcs) if (!reads.get(k)!.has(src)) extra += bytesRead(src)
     const operands = node.srcs.reduce((sum, src) => sum + bytesRead(src), 0)
-    return extra <= operands + bytesRead(node) * (1 + kernels.length)
+    return extra <= operands + bytesRead(node) * (1 + readers.length)
   }
   const reasons = new Map<LazyNode, string>()
   for (let i = order.length - 1; i >= 0; i--) {
@@ -111,22 +111,23 @@ export function schedule(order: readonly LazyNode[], targets: readonly LazyNode[
     }
     const users = consumers.get(node) ?? []
     let reason = ''
-    let kernels: LazyNode[] = []
+    /** The kernels its users are computed in. */
+    let readers: LazyNode[] = []
     if (outputs.has(node)) reason = 'an output'
     else if (users.length === 0) reason = 'unused'
     else {
       const blocker = users.find((u) => !ELEMENTWISE.has(u.op) && !REDUCTIONS.has(u.op))
       if (blocker) reason = `read by ${blocker.op}`
       else {
-        kernels = [...new Set(users.flatMap((u) => kernelsOf.get(u)!))]
-        if (kernels.length > 1 && !recompute(node, kernels)) reason = `read by ${kernels.length} kernels`
+        readers = [...new Set(users.flatMap((u) => kernelsOf.get(u)!))]
+        if (readers.length > 1 && !recompute(node, readers)) reason = `read by ${readers.length} kernels`
       }
     }
     if (reason) {
       join(node, [node])
       reasons.set(node, reason)
     } else {
-      join(node, kernels)
+      join(node, readers)
     }
   }
   const members = new Map<LazyNode, LazyNode[]>()
