@@ -708,3 +708,98 @@ fn matmul_epilogues_match_matmul_then_map() {
         assert_eq!(got, want, "({batch}, {m}, {k}, {n})");
     }
 }
+
+/// Sources that repeat along the iteration order (a bias row over a batch, a
+/// channel bias over NCHW, a strided row) are read from a laid-out pattern at
+/// any piece position: `x + bias` (tile machine) and `x < bias` (chunked
+/// machine, boolean result) against values computed here, for periods up to
+/// and past the pattern's limit, on one thread and across threads.
+#[test]
+fn repeating_sources_match_the_values_computed_here() {
+    let mut rng = Rng(0x0b1a5);
+    // (output shape, bias storage shape, how the bias is viewed)
+    enum View {
+        /// Expanded from the storage shape.
+        Expand,
+        /// Every other element of the storage's last axis, then expanded.
+        EveryOther,
+    }
+    let cases: [(&[usize], &[usize], View); 8] = [
+        (&[1024, 16], &[1, 16], View::Expand),
+        (&[64, 300], &[1, 300], View::Expand),
+        (&[4096, 64], &[1, 64], View::Expand),
+        (&[2, 16384], &[1, 16384], View::Expand),
+        (&[3, 16385], &[1, 16385], View::Expand),
+        (&[8, 16, 12, 12], &[1, 16, 1, 1], View::Expand),
+        (&[4, 50, 100], &[4, 1, 100], View::Expand),
+        (&[1500, 20], &[1, 41], View::EveryOther),
+    ];
+    for (shape, stored, view) in cases {
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|_| rng.unit() * 4.0 - 2.0).collect();
+        let bias: Vec<f32> = (0..stored.iter().product::<usize>())
+            .map(|_| rng.unit() * 4.0 - 2.0)
+            .collect();
+        // The bias value at each output position, indexed by hand.
+        let nd = shape.len();
+        let bias_at = |i: usize| -> f32 {
+            let (mut rem, mut offset, mut stride) = (i, 0, 1);
+            let mut strides = vec![0; nd];
+            for d in (0..nd).rev() {
+                strides[d] = stride;
+                stride *= stored[d];
+            }
+            for d in (0..nd).rev() {
+                let c = rem % shape[d];
+                rem /= shape[d];
+                offset += match view {
+                    View::Expand if stored[d] == 1 => 0,
+                    View::Expand => c * strides[d],
+                    View::EveryOther if d == nd - 1 => 1 + 2 * c,
+                    View::EveryOther => 0,
+                };
+            }
+            bias[offset]
+        };
+        for (op, dtype) in [(Op::Add, DType::F32), (Op::Lt, DType::Bool)] {
+            let mut p = Builder::default();
+            let vx = p.load(0, DType::F32, shape);
+            let vb = p.load(1, DType::F32, stored);
+            let vb = match view {
+                View::Expand => vb,
+                View::EveryOther => {
+                    let mut row = stored.to_vec();
+                    row[nd - 1] = shape[nd - 1];
+                    let args: Vec<f64> = (0..nd)
+                        .flat_map(|d| if d == nd - 1 { [1.0, 2.0] } else { [0.0, 1.0] })
+                        .collect();
+                    p.op(Op::Slice, DType::F32, &row, &[vb], &args)
+                }
+            };
+            let vb = p.op(Op::Expand, DType::F32, shape, &[vb], &[]);
+            let step = ExprStep {
+                op: Some(op),
+                dtype,
+                operands: vec![0, 1],
+                value: 0.0,
+            };
+            let root = p.fused(op, dtype, shape, &[vx, vb], &[], &[step]);
+            let words = p.finish(&[root]);
+            let ins = [as_bytes(&x), as_bytes(&bias)];
+            let mut out = vec![0u8; n * dtype.size()];
+            execute(&words, &ins, &mut [&mut out]).unwrap();
+            for i in 0..n {
+                let (got, want) = if dtype == DType::Bool {
+                    (out[i] as f32, (x[i] < bias_at(i)) as u8 as f32)
+                } else {
+                    let got = f32::from_ne_bytes(out[4 * i..4 * i + 4].try_into().unwrap());
+                    (got, x[i] + bias_at(i))
+                };
+                assert_eq!(
+                    got, want,
+                    "{op:?} over {shape:?} from {stored:?}, position {i}"
+                );
+            }
+        }
+    }
+}

@@ -165,6 +165,76 @@ struct Walk<'a> {
     /// instead of a run's bookkeeping per few elements. Shared: a matmul
     /// epilogue copies its walks for every block of the product.
     blocks: Option<Arc<Blocks>>,
+    /// For a source that repeats along the iteration order (see [`Pattern`]):
+    /// its values laid out so every piece reads them in place.
+    pattern: Option<Arc<Pattern>>,
+}
+
+/// A source whose values repeat with a short period along the iteration
+/// order: strides 0 on every axis outside its innermost ones (a bias row
+/// broadcast over a batch). Holds one period followed by as many values as the
+/// longest piece, so the piece starting at position `p` reads
+/// `values[p % period..]` in place. Without it such a source is copied one run
+/// (one bias row) at a time, and cuts pieces at its rows: a convolution's
+/// bias add over [50176, 16] spent more on those copies than on its product.
+struct Pattern {
+    period: usize,
+    bytes: Vec<u8>,
+}
+
+/// Periods up to this many elements are laid out as a [`Pattern`].
+const MAX_PERIOD: usize = 16 << 10;
+/// Sources with fewer positions are copied run by run (a small kernel's
+/// setup matters more than its runs).
+const MIN_PATTERN_POSITIONS: usize = 16 << 10;
+
+impl Pattern {
+    /// The pattern of a collapsed source, when it repeats with a period of at
+    /// most [`MAX_PERIOD`] and has at least [`MIN_PATTERN_POSITIONS`] positions
+    /// (building it costs about one piece's copy).
+    fn new(
+        bytes: &[u8],
+        size: usize,
+        shape: &[usize],
+        strides: &[isize],
+        offset: isize,
+    ) -> Option<Pattern> {
+        let split = strides.iter().take_while(|&&s| s == 0).count();
+        let positions = numel(shape);
+        if split == 0 || split == shape.len() || positions < MIN_PATTERN_POSITIONS {
+            return None;
+        }
+        let period = numel(&shape[split..]);
+        if period > MAX_PERIOD {
+            return None;
+        }
+        let len = period + TILE_PIECE.max(MAX_PIECE).min(positions);
+        let inner = [strides[split..].to_vec()];
+        let mut pattern = Vec::with_capacity(len * size);
+        for_each_run(&shape[split..], &inner, [offset], 0, period, |[o], _, n| {
+            let s = *inner[0].last().unwrap();
+            for i in 0..n as isize {
+                let at = (o + i * s) as usize * size;
+                pattern.extend_from_slice(&bytes[at..at + size]);
+            }
+        });
+        // Repeat the period by doubling.
+        while pattern.len() < len * size {
+            let more = pattern.len().min(len * size - pattern.len());
+            pattern.extend_from_within(..more);
+        }
+        Some(Pattern {
+            period,
+            bytes: pattern,
+        })
+    }
+
+    /// The values of positions `start..start + n` in place, when the pattern
+    /// holds that many (it holds the longest piece).
+    fn at(&self, start: usize, n: usize, size: usize) -> Option<*const u8> {
+        let from = (start % self.period) * size;
+        (from + n * size <= self.bytes.len()).then(|| self.bytes[from..].as_ptr())
+    }
 }
 
 /// Runs shorter than this gather through a [`Blocks`] table (a pooling
@@ -458,11 +528,17 @@ impl<'a> Walk<'a> {
         // Positions go in row-major order, which never stops two axes merging:
         // only the source's own strides decide.
         let (shape, [strides]) = collapse(&layout.shape, [&layout.strides]);
+        let size = src.dtype.size();
+        let pattern = Pattern::new(src.bytes, size, &shape, &strides, layout.offset);
         Walk {
             bytes: src.bytes,
-            size: src.dtype.size(),
+            size,
             dtype: src.dtype,
-            blocks: Blocks::new(&shape, &strides).map(Arc::new),
+            blocks: match pattern {
+                Some(_) => None,
+                None => Blocks::new(&shape, &strides).map(Arc::new),
+            },
+            pattern: pattern.map(Arc::new),
             shape,
             strides: [strides],
             offset: layout.offset,
@@ -785,6 +861,8 @@ const STREAM_BYTES: usize = 32 << 20;
 
 /// Positions per piece on the tile machine.
 const TILE_PIECE: usize = 8192;
+/// The most positions per piece on the chunked machine.
+const MAX_PIECE: usize = 4096;
 
 /// The evaluation context shared by every piece of one kernel.
 struct Eval<'a> {
@@ -825,13 +903,14 @@ impl<'a> Eval<'a> {
         let piece = if tiles {
             TILE_PIECE
         } else {
-            (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, 4096) / 64 * 64
+            (SLOT_BUDGET / (n_slots.max(1) * 8)).clamp(256, MAX_PIECE) / 64 * 64
         };
         // A transposed source is gathered in any case, and faster across
-        // rows (`gather_transposed`): it does not cut pieces.
+        // rows (`gather_transposed`), and a repeating one is read in place
+        // anywhere: neither cuts pieces.
         let row = walks
             .iter()
-            .filter(|w| !w.transposed())
+            .filter(|w| !w.transposed() && w.pattern.is_none())
             .map(|w| w.run_len())
             .min()
             .unwrap_or(usize::MAX);
@@ -996,12 +1075,15 @@ impl Eval<'_> {
                 Some((o, 1)) => {
                     Arg::Ptr(w.bytes[o as usize * w.size..(o as usize + n) * w.size].as_ptr())
                 }
-                _ => {
-                    with_any_dtype!(w.dtype, T => {
-                        gather(w, located, start, std::slice::from_raw_parts_mut(reg as *mut T, n))
-                    });
-                    Arg::Ptr(reg)
-                }
+                _ => match w.pattern.as_ref().and_then(|p| p.at(start, n, w.size)) {
+                    Some(in_place) => Arg::Ptr(in_place),
+                    None => {
+                        with_any_dtype!(w.dtype, T => {
+                            gather(w, located, start, std::slice::from_raw_parts_mut(reg as *mut T, n))
+                        });
+                        Arg::Ptr(reg)
+                    }
+                },
             };
             args.push(arg);
         }
@@ -1444,6 +1526,7 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
             strides: [vec![1]],
             offset: -(position as isize),
             blocks: None,
+            pattern: None,
         };
         let mut walks = vec![product];
         walks.extend(operands.iter().cloned());
