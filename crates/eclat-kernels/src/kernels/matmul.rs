@@ -9,7 +9,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// The element types `gemm` multiplies.
-pub trait GemmElem: Copy + Send + Sync + 'static {
+pub trait GemmElem: Copy + Send + Sync + std::ops::AddAssign + 'static {
     const ZERO: Self;
     const ONE: Self;
 }
@@ -24,6 +24,11 @@ impl GemmElem for f64 {
 
 /// Products smaller than this many multiply-adds run on one thread.
 const PARALLEL_FLOPS: usize = 1 << 18;
+
+/// A product whose inner dimension is at least this many times its larger
+/// outer one is split along the inner dimension across threads (see
+/// [`Plan::split_inner`]).
+const SPLIT_INNER_RATIO: usize = 16;
 
 /// The dimensions, per-batch offsets and strides of one batched product,
 /// checked against the operands' storage.
@@ -104,6 +109,7 @@ impl Plan {
     }
 
     /// Rows `row0..row0 + rows` of batch `batch`'s product into `dst` (rows × n, contiguous).
+    #[allow(clippy::too_many_arguments)]
     fn rows<T: GemmElem>(
         &self,
         a: &Src<T>,
@@ -114,19 +120,38 @@ impl Plan {
         rows: usize,
         parallelism: Parallelism,
     ) {
+        self.part(a, b, dst, batch, row0, rows, 0..self.k, parallelism)
+    }
+
+    /// Like [`Plan::rows`] over the inner indices `inner` only: one term of a
+    /// product split along its inner dimension.
+    #[allow(clippy::too_many_arguments)]
+    fn part<T: GemmElem>(
+        &self,
+        a: &Src<T>,
+        b: &Src<T>,
+        dst: &mut [T],
+        batch: usize,
+        row0: usize,
+        rows: usize,
+        inner: std::ops::Range<usize>,
+        parallelism: Parallelism,
+    ) {
         assert!(
-            row0 + rows <= self.m && dst.len() == rows * self.n,
+            row0 + rows <= self.m && dst.len() == rows * self.n && inner.end <= self.k,
             "matmul: block out of range"
         );
         if rows * self.n == 0 {
             return;
         }
-        if self.k == 0 {
+        if inner.is_empty() {
             dst.fill(T::ZERO);
             return;
         }
         let (oa, ob) = self.offsets[batch];
-        let oa = oa + row0 as isize * self.a_strides.0;
+        let k0 = inner.start as isize;
+        let oa = oa + row0 as isize * self.a_strides.0 + k0 * self.a_strides.1;
+        let ob = ob + k0 * self.b_strides.0;
         // SAFETY: `Plan::new` checked that every element of every batch's
         // operands lies inside `a` and `b`; this block reads a subset of them.
         // `dst` is exactly the block's rows × n contiguous output.
@@ -134,7 +159,7 @@ impl Plan {
             gemm::gemm(
                 rows,
                 self.n,
-                self.k,
+                inner.len(),
                 dst.as_mut_ptr(),
                 1,
                 self.n as isize,
@@ -152,6 +177,45 @@ impl Plan {
                 false,
                 parallelism,
             )
+        }
+    }
+
+    /// Batch `batch`'s whole product into `dst`. With `threads` > 1, a product
+    /// with a small output and a long inner dimension (a weight gradient:
+    /// [144, 12544] x [12544, 32]) is split along the inner dimension, one
+    /// part per thread, each into its own output summed in order afterwards:
+    /// split by rows, its few row blocks left threads idle (a [9, 16] output
+    /// over 50176 terms ran as fast on two threads as on one). The sum's order
+    /// depends on the thread count only.
+    fn product<T: GemmElem>(
+        &self,
+        a: &Src<T>,
+        b: &Src<T>,
+        dst: &mut [T],
+        batch: usize,
+        threads: usize,
+    ) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let parallel = threads > 1 && m * n * k >= PARALLEL_FLOPS;
+        if !parallel || k < SPLIT_INNER_RATIO * m.max(n) {
+            let parallelism = if parallel {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            };
+            return self.rows(a, b, dst, batch, 0, m, parallelism);
+        }
+        let step = k.div_ceil(threads);
+        let mut partials = vec![T::ZERO; (threads - 1) * m * n];
+        rayon::iter::once(&mut *dst)
+            .chain(partials.par_chunks_mut(m * n))
+            .enumerate()
+            .for_each(|(p, out)| {
+                let inner = (p * step).min(k)..((p + 1) * step).min(k);
+                self.part(a, b, out, batch, 0, m, inner, Parallelism::None)
+            });
+        for partial in partials.chunks(m * n) {
+            dst.iter_mut().zip(partial).for_each(|(d, &p)| *d += p);
         }
     }
 }
@@ -173,13 +237,8 @@ pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
             .enumerate()
             .for_each(|(i, dst)| plan.rows(&a, &b, dst, i, 0, m, Parallelism::None));
     } else {
-        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
         for (i, dst) in out.chunks_mut(m * n).enumerate() {
-            plan.rows(&a, &b, dst, i, 0, m, parallelism);
+            plan.product(&a, &b, dst, i, threads);
         }
     }
 }
@@ -213,27 +272,22 @@ pub fn matmul_blocks<T: GemmElem>(a: Src<T>, b: Src<T>, epilogue: impl Fn(usize,
     let rows = m.div_ceil(wanted);
     let per_batch = m.div_ceil(rows);
     let blocks = plan.offsets.len() * per_batch;
-    let run = |block: usize, parallelism: Parallelism| {
+    let run = |block: usize| {
         let (batch, row0) = (block / per_batch, (block % per_batch) * rows);
         let count = rows.min(m - row0);
         let mut tile = vec![T::ZERO; count * n];
-        plan.rows(&a, &b, &mut tile, batch, row0, count, parallelism);
+        plan.rows(&a, &b, &mut tile, batch, row0, count, Parallelism::None);
         epilogue((batch * m + row0) * n, &tile);
     };
     let flops = m * n * plan.k * plan.offsets.len();
     if blocks == 1 {
-        let parallelism = if flops >= PARALLEL_FLOPS && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        run(0, parallelism);
+        let mut tile = vec![T::ZERO; m * n];
+        plan.product(&a, &b, &mut tile, 0, threads);
+        epilogue(0, &tile);
     } else if flops < PARALLEL_FLOPS {
-        (0..blocks).for_each(|blk| run(blk, Parallelism::None));
+        (0..blocks).for_each(run);
     } else {
-        (0..blocks)
-            .into_par_iter()
-            .for_each(|blk| run(blk, Parallelism::None));
+        (0..blocks).into_par_iter().for_each(run);
     }
 }
 
@@ -304,6 +358,38 @@ mod tests {
                 },
             );
             assert!(outb.chunks(m * n).all(|c| c == expected.as_slice()));
+        }
+    }
+
+    #[test]
+    fn products_split_along_the_inner_dimension_match_the_naive_product() {
+        // (m, k, n): a weight gradient's shape, one output element, and a
+        // split whose parts are uneven.
+        for (m, k, n) in [(9, 5000, 16), (1, 300_000, 1), (33, 2001, 7)] {
+            let a: Vec<f64> = (0..m * k).map(|i| (i % 7) as f64 - 3.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| (i % 5) as f64 * 0.5).collect();
+            let expected = naive(&a, &b, m, k, n);
+            // a stored as [k, m] and read transposed, as a weight gradient reads it.
+            let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let lat = Layout::contiguous(&[k, m]).permute(&[1, 0]);
+            let lb = Layout::contiguous(&[k, n]);
+            let (sa, sb) = (
+                Src {
+                    data: &at,
+                    layout: &lat,
+                },
+                Src {
+                    data: &b,
+                    layout: &lb,
+                },
+            );
+            let plan = Plan::new(&sa, &sb);
+            assert!(k >= SPLIT_INNER_RATIO * m.max(n) && m * n * k >= PARALLEL_FLOPS);
+            for threads in [1, 2, 3, 5] {
+                let mut out = vec![f64::NAN; m * n];
+                plan.product(&sa, &sb, &mut out, 0, threads);
+                assert_eq!(out, expected, "({m}, {k}, {n}) on {threads} threads");
+            }
         }
     }
 }
