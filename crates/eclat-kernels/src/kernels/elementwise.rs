@@ -52,8 +52,109 @@ pub fn map1<A: Copy + Sync, U: Send>(
 
 /// Copies a strided view into a contiguous output.
 pub fn copy<T: Copy + Sync + Send>(out: &mut [T], a: Src<T>) {
-    let shape = a.layout.shape.clone();
-    map1(out, &shape, a, |x| x);
+    let (shape, [strides]) = collapse(&a.layout.shape, [&a.layout.strides]);
+    let nd = shape.len();
+    if nd >= 2 && strides[nd - 2] == 1 && strides[nd - 1].unsigned_abs() > 1 {
+        assert!(
+            a.layout.fits(a.data.len()),
+            "copy: view {:?} exceeds its {} elements",
+            a.layout,
+            a.data.len()
+        );
+        return copy_transposed(out, a.data, &shape, &strides, a.layout.offset);
+    }
+    map1(out, &a.layout.shape.clone(), a, |x| x);
+}
+
+/// Rows and columns of the blocks [`copy_transposed`] moves at a time.
+const TILE: usize = 16;
+/// Output columns a chunk's bands go through before the next ones: the source
+/// rows (and pages) they read stay cached from one band to the next.
+const BLOCK_COLUMNS: usize = 256;
+
+/// [`copy`] of a view read across its memory order: its innermost axis
+/// strided and the next one contiguous (a transposed matrix, an NCHW buffer
+/// read as NHWC). Square blocks of 16 go through a tile (for 4-byte elements
+/// on AVX-512, through registers), so reads and writes both go a cache line
+/// at a time; row by row, each output element read a line of its own (a
+/// 4096² transpose: 2 GB/s). A chunk's bands of 16 output rows go through
+/// [`BLOCK_COLUMNS`] columns at a time, so the source lines and pages of those
+/// columns serve every band (a band across all 4096 columns touched 4096
+/// pages: 5.6 GB/s).
+fn copy_transposed<T: Copy + Sync + Send>(
+    out: &mut [T],
+    data: &[T],
+    shape: &[usize],
+    strides: &[isize],
+    offset: isize,
+) {
+    let nd = shape.len();
+    let (rows, cols, step) = (shape[nd - 2], shape[nd - 1], strides[nd - 1]);
+    if rows * cols == 0 {
+        return;
+    }
+    let (outer_shape, outer_strides) = (&shape[..nd - 2], &strides[..nd - 2]);
+    #[cfg(target_arch = "x86_64")]
+    let by_registers =
+        std::mem::size_of::<T>() == 4 && crate::simd::level() == crate::simd::Level::Avx512;
+    par_chunks_of(out, TILE * cols, |chunk, start| {
+        let first = start / cols;
+        // The chunk's bands: (first output row in the chunk, height, source
+        // offset of that row). A band stops at the end of its outer index.
+        let mut bands = vec![];
+        let (mut row, last) = (first, first + chunk.len() / cols);
+        while row < last {
+            let (outer, i0) = (row / rows, row % rows);
+            let height = TILE.min(rows - i0).min(last - row);
+            let mut at = offset + i0 as isize;
+            let mut rem = outer;
+            for d in (0..outer_shape.len()).rev() {
+                at += (rem % outer_shape[d]) as isize * outer_strides[d];
+                rem /= outer_shape[d];
+            }
+            bands.push((row - first, height, at));
+            row += height;
+        }
+        let mut tile = [[data[0]; TILE]; TILE];
+        for block in (0..cols).step_by(BLOCK_COLUMNS) {
+            for &(band, height, at) in &bands {
+                let dst = &mut chunk[band * cols..(band + height) * cols];
+                for j0 in (block..cols.min(block + BLOCK_COLUMNS)).step_by(TILE) {
+                    let width = TILE.min(cols - j0);
+                    #[cfg(target_arch = "x86_64")]
+                    if by_registers && width == TILE && height == TILE {
+                        // SAFETY: the CPU has AVX-512F; the block's 16 columns
+                        // of 16 source elements are positions of the view,
+                        // which `copy` checked against `data`, and its 16
+                        // output rows of 16 lie inside `dst`.
+                        unsafe {
+                            transpose_16x16(
+                                data.as_ptr().offset(at + j0 as isize * step) as *const i32,
+                                step,
+                                dst.as_mut_ptr().add(j0) as *mut i32,
+                                cols,
+                            )
+                        };
+                        continue;
+                    }
+                    for (jj, line) in tile.iter_mut().enumerate().take(width) {
+                        let column = at + (j0 + jj) as isize * step;
+                        for (i, v) in line.iter_mut().enumerate().take(height) {
+                            // SAFETY: as above, (row i, column j0 + jj) is a
+                            // position of the view.
+                            *v = unsafe { *data.get_unchecked((column + i as isize) as usize) };
+                        }
+                    }
+                    for i in 0..height {
+                        let out = &mut dst[i * cols + j0..i * cols + j0 + width];
+                        for (jj, o) in out.iter_mut().enumerate() {
+                            *o = tile[jj][i];
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Pads `a` with `value`: `out` has shape `out_shape` and `a` lands at `before`.
@@ -89,10 +190,68 @@ pub fn pad<T: Copy + Sync + Send>(
     );
 }
 
+/// Transposes a 16x16 block of 32-bit elements: column `j` of the source (16
+/// consecutive elements at `src + j * step`) becomes elements `j` of the 16
+/// output rows (`dst + i * row`, 16 consecutive each). Four rounds of 16
+/// shuffles: 32-bit then 64-bit interleaves within 128-bit lanes, then two
+/// rounds of lane shuffles.
+///
+/// # Safety
+/// The CPU has AVX-512F; the 16 source columns and 16 output rows are valid
+/// for 16 elements each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_16x16(src: *const i32, step: isize, dst: *mut i32, row: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m512i; 16] =
+        std::array::from_fn(|j| _mm512_loadu_si512(src.offset(j as isize * step) as *const _));
+    // a[2m], a[2m+1]: columns 2m and 2m+1 interleaved by element.
+    let a: [__m512i; 16] = std::array::from_fn(|k| {
+        let (x, y) = (r[k & !1], r[k | 1]);
+        if k % 2 == 0 {
+            _mm512_unpacklo_epi32(x, y)
+        } else {
+            _mm512_unpackhi_epi32(x, y)
+        }
+    });
+    // b[4q + e], lane l: element 4l + e of columns 4q..4q+4.
+    let b: [__m512i; 16] = std::array::from_fn(|k| {
+        let (q, e) = (k / 4, k % 4);
+        let (x, y) = (a[4 * q + e / 2], a[4 * q + 2 + e / 2]);
+        if e % 2 == 0 {
+            _mm512_unpacklo_epi64(x, y)
+        } else {
+            _mm512_unpackhi_epi64(x, y)
+        }
+    });
+    // c[4e + h]: lanes (0, 2) or (1, 3) of the b[e + 4g] pairs.
+    let c: [__m512i; 16] = std::array::from_fn(|k| {
+        let (e, h) = (k / 4, k % 4);
+        let (x, y) = (b[e + 8 * (h / 2)], b[e + 4 + 8 * (h / 2)]);
+        if h % 2 == 0 {
+            _mm512_shuffle_i32x4::<0x88>(x, y)
+        } else {
+            _mm512_shuffle_i32x4::<0xdd>(x, y)
+        }
+    });
+    for l in 0..4 {
+        for e in 0..4 {
+            // Output row 4l + e: lane l of b[e], b[e + 4], b[e + 8], b[e + 12].
+            let (x, y) = (c[4 * e + l % 2], c[4 * e + 2 + l % 2]);
+            let v = if l < 2 {
+                _mm512_shuffle_i32x4::<0x88>(x, y)
+            } else {
+                _mm512_shuffle_i32x4::<0xdd>(x, y)
+            };
+            _mm512_storeu_si512(dst.add((4 * l + e) * row) as *mut _, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Layout;
+    use crate::layout::{numel, Layout};
 
     #[test]
     fn map1_large_parallel_matches_serial() {
@@ -131,5 +290,67 @@ mod tests {
             -1,
         );
         assert_eq!(out, vec![-1, -1, -1, -1, -1, 1, 2, -1, -1, 3, 4, -1]);
+    }
+
+    /// The element of `layout` at row-major position `p`, by index arithmetic.
+    fn at<T: Copy>(data: &[T], layout: &Layout, p: usize) -> T {
+        let (mut rem, mut offset) = (p, layout.offset);
+        for d in (0..layout.shape.len()).rev() {
+            offset += (rem % layout.shape[d]) as isize * layout.strides[d];
+            rem /= layout.shape[d];
+        }
+        data[offset as usize]
+    }
+
+    fn copies_match<T: Copy + Sync + Send + PartialEq + std::fmt::Debug>(
+        from: impl Fn(usize) -> T,
+    ) {
+        // (stored shape, permutation, slice (starts, steps, shape) of the permuted view)
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            Option<(&'static [usize], &'static [usize], &'static [usize])>,
+        );
+        let cases: [Case; 8] = [
+            (&[16, 16], &[1, 0], None),
+            (&[17, 33], &[1, 0], None),
+            (&[300, 700], &[1, 0], None),
+            (&[2, 5, 7, 9], &[0, 2, 3, 1], None),
+            (&[64, 16, 28, 28], &[0, 2, 3, 1], None),
+            (&[3, 40, 50], &[2, 0, 1], None),
+            (&[40, 50], &[1, 0], Some((&[3, 1], &[1, 2], &[40, 20]))),
+            (&[5, 0, 7], &[0, 2, 1], None),
+        ];
+        for (stored, order, slice) in cases {
+            let data: Vec<T> = (0..numel(stored)).map(&from).collect();
+            let mut layout = Layout::contiguous(stored).permute(order);
+            if let Some((starts, steps, shape)) = slice {
+                layout = layout.slice(starts, steps, shape);
+            }
+            let n = layout.numel();
+            let mut out = vec![from(1); n];
+            copy(
+                &mut out,
+                Src {
+                    data: &data,
+                    layout: &layout,
+                },
+            );
+            for (p, &v) in out.iter().enumerate() {
+                assert_eq!(
+                    v,
+                    at(&data, &layout, p),
+                    "{stored:?} permuted {order:?}, position {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_copies_match_index_arithmetic() {
+        copies_match(|i| i as f32);
+        copies_match(|i| i as i32);
+        copies_match(|i| i as f64);
+        copies_match(|i| i as u8);
     }
 }
