@@ -210,6 +210,24 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
     tf: (t) => () => tf.tidy(() => tf.cumsum(t.m, 1).dataSync()),
     tfSetup: () => ({ m: tf.tensor2d(m, [R, R]) }),
   })
+  add({
+    name: 'k: transpose 4096x4096 (a copy)',
+    bytes: 8 * R * R, limit: 'triad',
+    eclat: () => steady(em.transpose(0, 1)),
+    // Blocked, as a programmer who knows caches writes it: row by row, each
+    // read of the column touches a line of its own.
+    js: () => {
+      const o = outM
+      const B = 32
+      for (let i0 = 0; i0 < R; i0 += B)
+        for (let j0 = 0; j0 < R; j0 += B)
+          for (let i = i0; i < i0 + B; i++)
+            for (let j = j0; j < j0 + B; j++) o[i * R + j] = m[j * R + i]
+      return o
+    },
+    tf: (t) => () => tf.tidy(() => tf.transpose(t.m).dataSync()),
+    tfSetup: () => ({ m: tf.tensor2d(m, [R, R]) }),
+  })
 }
 {
   const tiny = E.tensor([1, 2, 3, 4])
