@@ -803,3 +803,69 @@ fn repeating_sources_match_the_values_computed_here() {
         }
     }
 }
+
+/// A source read across its memory order (a transposed matrix, read by bands
+/// of square blocks) in a fused `2 * xᵀ + y`, float32 and float64, against
+/// values computed here; shapes give pieces of fewer and more than 16 rows.
+#[test]
+fn transposed_sources_match_the_values_computed_here() {
+    let mut rng = Rng(0x7a05);
+    for (rows, cols) in [
+        (64, 5000),
+        (16, 16),
+        (300, 130),
+        (4096, 20),
+        (3, 40_000),
+        (50_000, 3),
+    ] {
+        // x is stored [cols, rows] and read as its transpose, [rows, cols].
+        let x: Vec<f64> = (0..rows * cols)
+            .map(|_| (rng.unit() * 8.0 - 4.0) as f64)
+            .collect();
+        let y: Vec<f64> = (0..rows * cols)
+            .map(|_| (rng.unit() * 8.0 - 4.0) as f64)
+            .collect();
+        for dtype in [DType::F32, DType::F64] {
+            let mut p = Builder::default();
+            let vx = p.load(0, dtype, &[cols, rows]);
+            let vx = p.op(Op::Permute, dtype, &[rows, cols], &[vx], &[1.0, 0.0]);
+            let vy = p.load(1, dtype, &[rows, cols]);
+            let step = |op, operands: &[usize], value| ExprStep {
+                op,
+                dtype,
+                operands: operands.to_vec(),
+                value,
+            };
+            let steps = [
+                step(None, &[], 2.0),
+                step(Some(Op::Mul), &[0, 2], 0.0),
+                step(Some(Op::Add), &[3, 1], 0.0),
+            ];
+            let root = p.fused(Op::Add, dtype, &[rows, cols], &[vx, vy], &[], &steps);
+            let words = p.finish(&[root]);
+            let n = rows * cols;
+            let want = |i: usize| 2.0 * x[(i % cols) * rows + i / cols] + y[i];
+            if dtype == DType::F32 {
+                let (x32, y32): (Vec<f32>, Vec<f32>) = (
+                    x.iter().map(|&v| v as f32).collect(),
+                    y.iter().map(|&v| v as f32).collect(),
+                );
+                let got = run(&words, &[x32, y32], n).unwrap();
+                for (i, &g) in got.iter().enumerate() {
+                    assert_eq!(g, want(i) as f32, "[{rows}, {cols}] float32, position {i}");
+                }
+            } else {
+                let mut out = vec![0f64; n];
+                execute(
+                    &words,
+                    &[as_bytes(&x), as_bytes(&y)],
+                    &mut [as_bytes_mut(&mut out)],
+                )
+                .unwrap();
+                for (i, &g) in out.iter().enumerate() {
+                    assert_eq!(g, want(i), "[{rows}, {cols}] float64, position {i}");
+                }
+            }
+        }
+    }
+}

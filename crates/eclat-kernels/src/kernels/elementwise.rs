@@ -74,10 +74,8 @@ const BLOCK_COLUMNS: usize = 256;
 
 /// [`copy`] of a view read across its memory order: its innermost axis
 /// strided and the next one contiguous (a transposed matrix, an NCHW buffer
-/// read as NHWC). Square blocks of 16 go through a tile (for 4-byte elements
-/// on AVX-512, through registers), so reads and writes both go a cache line
-/// at a time; row by row, each output element read a line of its own (a
-/// 4096² transpose: 2 GB/s). A chunk's bands of 16 output rows go through
+/// read as NHWC), by [`transpose_band`]; row by row, each output element read
+/// a line of its own (a 4096² transpose: 2 GB/s). A chunk's bands of 16 output rows go through
 /// [`BLOCK_COLUMNS`] columns at a time, so the source lines and pages of those
 /// columns serve every band (a band across all 4096 columns touched 4096
 /// pages: 5.6 GB/s).
@@ -94,9 +92,6 @@ fn copy_transposed<T: Copy + Sync + Send>(
         return;
     }
     let (outer_shape, outer_strides) = (&shape[..nd - 2], &strides[..nd - 2]);
-    #[cfg(target_arch = "x86_64")]
-    let by_registers =
-        std::mem::size_of::<T>() == 4 && crate::simd::level() == crate::simd::Level::Avx512;
     par_chunks_of(out, TILE * cols, |chunk, start| {
         let first = start / cols;
         // The chunk's bands: (first output row in the chunk, height, source
@@ -115,46 +110,73 @@ fn copy_transposed<T: Copy + Sync + Send>(
             bands.push((row - first, height, at));
             row += height;
         }
-        let mut tile = [[data[0]; TILE]; TILE];
         for block in (0..cols).step_by(BLOCK_COLUMNS) {
+            let columns = block..cols.min(block + BLOCK_COLUMNS);
             for &(band, height, at) in &bands {
                 let dst = &mut chunk[band * cols..(band + height) * cols];
-                for j0 in (block..cols.min(block + BLOCK_COLUMNS)).step_by(TILE) {
-                    let width = TILE.min(cols - j0);
-                    #[cfg(target_arch = "x86_64")]
-                    if by_registers && width == TILE && height == TILE {
-                        // SAFETY: the CPU has AVX-512F; the block's 16 columns
-                        // of 16 source elements are positions of the view,
-                        // which `copy` checked against `data`, and its 16
-                        // output rows of 16 lie inside `dst`.
-                        unsafe {
-                            transpose_16x16(
-                                data.as_ptr().offset(at + j0 as isize * step) as *const i32,
-                                step,
-                                dst.as_mut_ptr().add(j0) as *mut i32,
-                                cols,
-                            )
-                        };
-                        continue;
-                    }
-                    for (jj, line) in tile.iter_mut().enumerate().take(width) {
-                        let column = at + (j0 + jj) as isize * step;
-                        for (i, v) in line.iter_mut().enumerate().take(height) {
-                            // SAFETY: as above, (row i, column j0 + jj) is a
-                            // position of the view.
-                            *v = unsafe { *data.get_unchecked((column + i as isize) as usize) };
-                        }
-                    }
-                    for i in 0..height {
-                        let out = &mut dst[i * cols + j0..i * cols + j0 + width];
-                        for (jj, o) in out.iter_mut().enumerate() {
-                            *o = tile[jj][i];
-                        }
-                    }
-                }
+                // SAFETY: `copy` checked the view against `data`; the band's
+                // rows are positions of it.
+                unsafe { transpose_band(data, at, step, dst, height, columns.clone()) };
             }
         }
     });
+}
+
+/// Columns `columns` of a band of `height` <= 16 output rows (`dst`, rows of
+/// `dst.len() / height` elements) read across a source's memory order: row
+/// `i`, column `j` is `data[at + j * step + i]`. Goes by square blocks of 16
+/// through a tile (for 4-byte elements on AVX-512, through registers), so
+/// reads and writes both go a cache line at a time.
+///
+/// # Safety
+/// Every `at + j * step + i` (i < height, j in `columns`) lies inside `data`.
+#[inline]
+pub(crate) unsafe fn transpose_band<T: Copy>(
+    data: &[T],
+    at: isize,
+    step: isize,
+    dst: &mut [T],
+    height: usize,
+    columns: std::ops::Range<usize>,
+) {
+    debug_assert!(height <= TILE);
+    if height == 0 || columns.is_empty() {
+        return;
+    }
+    let cols = dst.len() / height;
+    #[cfg(target_arch = "x86_64")]
+    let by_registers = std::mem::size_of::<T>() == 4
+        && height == TILE
+        && crate::simd::level() == crate::simd::Level::Avx512;
+    let mut tile = [[data[0]; TILE]; TILE];
+    for j0 in columns.clone().step_by(TILE) {
+        let width = TILE.min(columns.end - j0);
+        #[cfg(target_arch = "x86_64")]
+        if by_registers && width == TILE {
+            // SAFETY: the CPU has AVX-512F; the block's 16 columns of 16
+            // source elements lie inside `data` (the caller's promise), and
+            // its 16 output rows of 16 inside `dst`.
+            transpose_16x16(
+                data.as_ptr().offset(at + j0 as isize * step) as *const i32,
+                step,
+                dst.as_mut_ptr().add(j0) as *mut i32,
+                cols,
+            );
+            continue;
+        }
+        for (jj, line) in tile.iter_mut().enumerate().take(width) {
+            let column = at + (j0 + jj) as isize * step;
+            for (i, v) in line.iter_mut().enumerate().take(height) {
+                *v = *data.get_unchecked((column + i as isize) as usize);
+            }
+        }
+        for i in 0..height {
+            let out = &mut dst[i * cols + j0..i * cols + j0 + width];
+            for (jj, o) in out.iter_mut().enumerate() {
+                *o = tile[jj][i];
+            }
+        }
+    }
 }
 
 /// Pads `a` with `value`: `out` has shape `out_shape` and `a` lands at `before`.

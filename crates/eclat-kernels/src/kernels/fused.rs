@@ -15,6 +15,7 @@
 //! A fused reduce evaluates the expression piece by piece and folds the pieces,
 //! so `x.mul(x).sum(1)` reads `x` once and never writes `x*x`.
 
+use super::elementwise::transpose_band;
 use super::matmul::{matmul_blocks, GemmElem};
 use super::reduce::{step_columns, Fold, BLOCK};
 use super::tile::{self, TileProgram, MAX_TILE};
@@ -290,7 +291,9 @@ unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usiz
 /// rows whose starts step by one element are read together, one column at a
 /// time, so each cache line of the source is read once for all the piece's
 /// values on it rather than once per value (row by row, a line is evicted
-/// before the next row needs it).
+/// before the next row needs it); bands of 16 such rows go by square blocks
+/// ([`transpose_band`]: a [50176, 64] view of a [64, 50176] buffer, 3.4 → 2.6 ms
+/// for `x.transpose(0, 1).mul(2)`).
 ///
 /// # Safety
 /// As for [`gather`].
@@ -301,10 +304,18 @@ unsafe fn gather_transposed<T: Copy>(w: &Walk, data: &[T], start: usize, out: &m
     // Rows `k` of a group starting at position `pos` and offset `at`.
     let columns = |out: &mut [T], (pos, at, k): (usize, isize, usize)| {
         let out = &mut out[pos - start..pos - start + k * row];
+        // Bands of 16 rows by square blocks; the rows left, a column at a time.
+        let banded = k / 16 * 16;
+        let (bands, rest) = out.split_at_mut(banded * row);
+        for (band, rows) in bands.chunks_mut(16 * row).enumerate() {
+            // SAFETY: these rows are positions of the source's view.
+            transpose_band(data, at + 16 * band as isize, step, rows, 16, 0..row);
+        }
+        let at = at + banded as isize;
         for j in 0..row {
             let column = at + j as isize * step;
-            for i in 0..k {
-                out[i * row + j] = *data.get_unchecked((column + i as isize) as usize);
+            for i in 0..k - banded {
+                rest[i * row + j] = *data.get_unchecked((column + i as isize) as usize);
             }
         }
     };
