@@ -154,6 +154,13 @@ impl OwnedWords {
     fn ptr(&mut self) -> NonNull<u8> {
         NonNull::from(self.words.as_mut_slice()).cast()
     }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: plain numbers viewed as their bytes.
+        unsafe {
+            std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.words.len() * 8)
+        }
+    }
 }
 
 impl Drop for OwnedWords {
@@ -329,6 +336,19 @@ impl<'p> Executor<'p> {
         })
     }
 
+    /// Value `v` copied into contiguous memory of its own, with its layout there.
+    fn contiguous_copy(&self, instr: &Instr, v: usize) -> Result<(OwnedWords, Layout)> {
+        let value = self.value(v);
+        let n = value.layout.numel();
+        let mut words = OwnedWords::new(n * value.dtype.size())?;
+        with_any_dtype!(value.dtype, T => {
+            // SAFETY: the words hold at least n elements of T, aligned (u64 words).
+            let out = unsafe { std::slice::from_raw_parts_mut(words.ptr().as_ptr() as *mut T, n) };
+            copy(out, self.src::<T>(instr, v)?);
+        });
+        Ok((words, Layout::contiguous(&value.layout.shape)))
+    }
+
     /// A fused map or fused reduce of `expr` (see `kernels::fused`).
     fn fused_with(&mut self, i: usize, expr: &Expr) -> Result<Value<'p>> {
         let instr = &self.program.instrs[i];
@@ -365,10 +385,31 @@ impl<'p> Executor<'p> {
                 ));
             }
         }
+        // Sources a map reads better from a contiguous copy (see
+        // `fused::reads_better_copied`), with that copy's layout.
+        let copies = instr
+            .srcs
+            .iter()
+            .map(|&s| {
+                if !reduction && fused::reads_better_copied(self.value(s).layout) {
+                    self.contiguous_copy(instr, s).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
         let srcs = instr
             .srcs
             .iter()
-            .map(|&s| self.raw_src(&label, s))
+            .zip(&copies)
+            .map(|(&s, copy)| match copy {
+                Some((words, layout)) => Ok(RawSrc {
+                    bytes: &words.bytes()[..layout.numel() * self.value(s).dtype.size()],
+                    dtype: self.value(s).dtype,
+                    layout,
+                }),
+                None => self.raw_src(&label, s),
+            })
             .collect::<Result<Vec<_>>>()?;
         if !reduction {
             if root != instr.dtype {

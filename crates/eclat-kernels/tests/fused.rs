@@ -806,7 +806,8 @@ fn repeating_sources_match_the_values_computed_here() {
 
 /// A source read across its memory order (a transposed matrix, read by bands
 /// of square blocks) in a fused `2 * xᵀ + y`, float32 and float64, against
-/// values computed here; shapes give pieces of fewer and more than 16 rows.
+/// values computed here; shapes give pieces of fewer and more than 16 rows,
+/// and [300, 4000] is copied by blocks before the kernel reads it.
 #[test]
 fn transposed_sources_match_the_values_computed_here() {
     let mut rng = Rng(0x7a05);
@@ -817,6 +818,7 @@ fn transposed_sources_match_the_values_computed_here() {
         (4096, 20),
         (3, 40_000),
         (50_000, 3),
+        (300, 4000),
     ] {
         // x is stored [cols, rows] and read as its transpose, [rows, cols].
         let x: Vec<f64> = (0..rows * cols)
