@@ -1,8 +1,8 @@
 //! Data movement: a strided view copied (or mapped) into a contiguous output, and
 //! padding. Arithmetic runs in the fused kernel (`fused.rs`).
 
-use super::{par_chunks, par_chunks_of, Src};
-use crate::layout::{collapse, contiguous_strides, for_each_run, for_each_tile, row_len};
+use super::{par_chunks_of, Src};
+use crate::layout::{collapse, contiguous_strides, for_each_tile, row_len};
 
 /// Strides of operand `k` within a tile: (between rows, within a row).
 fn tile_steps<const K: usize>(strides: &[Vec<isize>; K]) -> [(isize, isize); K] {
@@ -179,7 +179,11 @@ pub(crate) unsafe fn transpose_band<T: Copy>(
     }
 }
 
-/// Pads `a` with `value`: `out` has shape `out_shape` and `a` lands at `before`.
+/// Pads `a` with `value`: `out` has shape `out_shape` and `a` lands at `before`
+/// (`before[d] + a`'s extent along d <= `out_shape[d]`). Output rows in
+/// parallel, each filled or copied whole: a convolution's input padding
+/// ([64, 16, 14, 14] into [64, 16, 16, 16]) went element by element on one
+/// thread in 0.23 ms.
 pub fn pad<T: Copy + Sync + Send>(
     out: &mut [T],
     out_shape: &[usize],
@@ -187,29 +191,51 @@ pub fn pad<T: Copy + Sync + Send>(
     before: &[usize],
     value: T,
 ) {
-    par_chunks(out, |chunk, _| chunk.fill(value));
-    let out_strides = contiguous_strides(out_shape);
-    let base: isize = before
-        .iter()
-        .zip(&out_strides)
-        .map(|(&b, &s)| b as isize * s)
-        .sum();
-    let shape = &a.layout.shape;
-    let (cshape, [sa, so]) = collapse(shape, [&a.layout.strides, &out_strides]);
-    let (ia, io) = (*sa.last().unwrap(), *so.last().unwrap());
-    let n = a.layout.numel();
-    for_each_run(
-        &cshape,
-        &[sa, so],
-        [a.layout.offset, base],
-        0,
-        n,
-        |[oa, oo], _, len| {
-            for i in 0..len as isize {
-                out[(oo + i * io) as usize] = a.data[(oa + i * ia) as usize];
-            }
-        },
+    let nd = out_shape.len();
+    let (shape, strides) = (&a.layout.shape, &a.layout.strides);
+    assert!(
+        shape.len() == nd && (0..nd).all(|d| before[d] + shape[d] <= out_shape[d]),
+        "pad: {shape:?} at {before:?} outside {out_shape:?}"
     );
+    if nd == 0 {
+        if let Some(o) = out.first_mut() {
+            *o = a.data[a.layout.offset as usize];
+        }
+        return;
+    }
+    let row = out_shape[nd - 1];
+    if out.is_empty() || row == 0 {
+        return;
+    }
+    let (first, len, step) = (before[nd - 1], shape[nd - 1], strides[nd - 1]);
+    par_chunks_of(out, row, |chunk, start| {
+        for (r, dst) in chunk.chunks_mut(row).enumerate() {
+            // The source row this output row holds, if any.
+            let mut rem = start / row + r;
+            let mut at = Some(a.layout.offset);
+            for d in (0..nd - 1).rev() {
+                let i = (rem % out_shape[d]).wrapping_sub(before[d]);
+                rem /= out_shape[d];
+                at = at
+                    .filter(|_| i < shape[d])
+                    .map(|at| at + i as isize * strides[d]);
+            }
+            let Some(at) = at else {
+                dst.fill(value);
+                continue;
+            };
+            dst[..first].fill(value);
+            let inside = &mut dst[first..first + len];
+            if step == 1 {
+                inside.copy_from_slice(&a.data[at as usize..at as usize + len]);
+            } else {
+                for (k, v) in inside.iter_mut().enumerate() {
+                    *v = a.data[(at + k as isize * step) as usize];
+                }
+            }
+            dst[first + len..].fill(value);
+        }
+    });
 }
 
 /// Transposes a 16x16 block of 32-bit elements: column `j` of the source (16
@@ -374,5 +400,74 @@ mod tests {
         copies_match(|i| i as i32);
         copies_match(|i| i as f64);
         copies_match(|i| i as u8);
+    }
+
+    #[test]
+    fn pads_match_index_arithmetic() {
+        // (source shape, permutation of a contiguous buffer, before, output shape)
+        type Case = (
+            &'static [usize],
+            &'static [usize],
+            &'static [usize],
+            &'static [usize],
+        );
+        let cases: [Case; 6] = [
+            (
+                &[64, 16, 14, 14],
+                &[0, 1, 2, 3],
+                &[0, 0, 1, 1],
+                &[64, 16, 16, 16],
+            ),
+            (&[3, 5, 7], &[2, 0, 1], &[1, 0, 2], &[5, 6, 9]),
+            (&[300, 200], &[1, 0], &[3, 5], &[310, 211]),
+            (&[2, 0, 3], &[0, 1, 2], &[1, 1, 1], &[4, 2, 5]),
+            (&[], &[], &[], &[]),
+            (&[4], &[0], &[2], &[9]),
+        ];
+        for (shape, order, before, out_shape) in cases {
+            // The source is a permuted view of a buffer stored in the permuted order.
+            let stored: Vec<usize> = {
+                let mut s = vec![0; order.len()];
+                for (d, &o) in order.iter().enumerate() {
+                    s[o] = shape[d];
+                }
+                s
+            };
+            let data: Vec<i32> = (0..numel(&stored) as i32).collect();
+            let layout = Layout::contiguous(&stored).permute(order);
+            assert_eq!(layout.shape, shape);
+            let mut out = vec![-7; numel(out_shape)];
+            pad(
+                &mut out,
+                out_shape,
+                Src {
+                    data: &data,
+                    layout: &layout,
+                },
+                before,
+                -1,
+            );
+            let nd = shape.len();
+            for (p, &v) in out.iter().enumerate() {
+                let mut rem = p;
+                let mut index = vec![0; nd];
+                for d in (0..nd).rev() {
+                    index[d] = rem % out_shape[d];
+                    rem /= out_shape[d];
+                }
+                let inside =
+                    (0..nd).all(|d| index[d] >= before[d] && index[d] - before[d] < shape[d]);
+                let want = if inside {
+                    let q = (0..nd).fold(0, |q, d| q * shape[d] + index[d] - before[d]);
+                    at(&data, &layout, q)
+                } else {
+                    -1
+                };
+                assert_eq!(
+                    v, want,
+                    "{shape:?} at {before:?} in {out_shape:?}, position {p}"
+                );
+            }
+        }
     }
 }
