@@ -386,23 +386,27 @@ impl<'p> Executor<'p> {
             }
         }
         // Sources a map reads better from a contiguous copy (see
-        // `fused::reads_better_copied`), with that copy's layout.
-        let copies = instr
-            .srcs
-            .iter()
-            .map(|&s| {
-                if !reduction && fused::reads_better_copied(self.value(s).layout) {
-                    self.contiguous_copy(instr, s).map(Some)
-                } else {
-                    Ok(None)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // `fused::reads_better_copied`), with that copy's layout (an empty
+        // list, allocating nothing, when there are none).
+        let copied = |s: usize| !reduction && fused::reads_better_copied(self.value(s).layout);
+        let copies = if instr.srcs.iter().any(|&s| copied(s)) {
+            instr
+                .srcs
+                .iter()
+                .map(|&s| {
+                    copied(s)
+                        .then(|| self.contiguous_copy(instr, s))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
         let srcs = instr
             .srcs
             .iter()
-            .zip(&copies)
-            .map(|(&s, copy)| match copy {
+            .enumerate()
+            .map(|(k, &s)| match copies.get(k).and_then(Option::as_ref) {
                 Some((words, layout)) => Ok(RawSrc {
                     bytes: &words.bytes()[..layout.numel() * self.value(s).dtype.size()],
                     dtype: self.value(s).dtype,

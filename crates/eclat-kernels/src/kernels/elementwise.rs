@@ -52,6 +52,10 @@ pub fn map1<A: Copy + Sync, U: Send>(
 
 /// Copies a strided view into a contiguous output.
 pub fn copy<T: Copy + Sync + Send>(out: &mut [T], a: Src<T>) {
+    // A tiny copy goes element by element (collapsing allocates).
+    if a.layout.numel() < 256 {
+        return map1(out, &a.layout.shape.clone(), a, |x| x);
+    }
     let (shape, [strides]) = collapse(&a.layout.shape, [&a.layout.strides]);
     let nd = shape.len();
     if nd >= 2 && strides[nd - 2] == 1 && strides[nd - 1].unsigned_abs() > 1 {

@@ -1283,13 +1283,16 @@ pub fn map<T: Elem>(out: &mut [T], shape: &[usize], expr: &Expr, dts: &[DType], 
 /// (and pages) once per piece for a few values (`x.transpose(0, 1).mul(2)`
 /// over 4096²: 4-5 GB/s).
 pub fn reads_better_copied(layout: &Layout) -> bool {
+    // Size first: collapsing allocates, and a tiny realize counts allocations.
+    if layout.numel() < COPIED_POSITIONS {
+        return false;
+    }
     let (shape, [strides]) = collapse(&layout.shape, [&layout.strides]);
     let nd = shape.len();
     nd >= 2
         && strides[nd - 2] == 1
         && strides[nd - 1].unsigned_abs() > 1
         && shape[nd - 1] > TILE_PIECE / 16
-        && layout.numel() >= COPIED_POSITIONS
 }
 
 /// Transposed sources with fewer positions are gathered piece by piece (see
