@@ -224,7 +224,8 @@ pub fn pad<T: Copy + Sync + Send>(
                     .filter(|_| i < shape[d])
                     .map(|at| at + i as isize * strides[d]);
             }
-            let Some(at) = at else {
+            // An empty source (its offset may lie past its empty storage) fills.
+            let Some(at) = at.filter(|_| len > 0) else {
                 dst.fill(value);
                 continue;
             };
@@ -415,7 +416,7 @@ mod tests {
             &'static [usize],
             &'static [usize],
         );
-        let cases: [Case; 6] = [
+        let cases: [Case; 7] = [
             (
                 &[64, 16, 14, 14],
                 &[0, 1, 2, 3],
@@ -427,6 +428,7 @@ mod tests {
             (&[2, 0, 3], &[0, 1, 2], &[1, 1, 1], &[4, 2, 5]),
             (&[], &[], &[], &[]),
             (&[4], &[0], &[2], &[9]),
+            (&[3, 0], &[0, 1], &[1, 2], &[5, 3]),
         ];
         for (shape, order, before, out_shape) in cases {
             // The source is a permuted view of a buffer stored in the permuted order.
@@ -473,5 +475,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn padding_an_empty_view_past_its_storage_fills() {
+        // A [3, 0] view at offset 1 of empty storage (an empty slice's gradient).
+        let layout = Layout {
+            shape: vec![3, 0],
+            strides: vec![0, 1],
+            offset: 1,
+        };
+        let mut out = vec![7.0f32; 15];
+        pad(
+            &mut out,
+            &[5, 3],
+            Src {
+                data: &[],
+                layout: &layout,
+            },
+            &[1, 2],
+            0.0,
+        );
+        assert_eq!(out, vec![0.0; 15]);
     }
 }
