@@ -108,25 +108,11 @@ impl Plan {
         }
     }
 
-    /// Rows `row0..row0 + rows` of batch `batch`'s product into `dst` (rows × n, contiguous).
+    /// Rows `row0..row0 + rows` of batch `batch`'s product into `dst` (rows × n,
+    /// contiguous), summed over the inner indices `inner` (all of them, or one
+    /// part of a product split along its inner dimension).
     #[allow(clippy::too_many_arguments)]
-    fn rows<T: GemmElem>(
-        &self,
-        a: &Src<T>,
-        b: &Src<T>,
-        dst: &mut [T],
-        batch: usize,
-        row0: usize,
-        rows: usize,
-        parallelism: Parallelism,
-    ) {
-        self.part(a, b, dst, batch, row0, rows, 0..self.k, parallelism)
-    }
-
-    /// Like [`Plan::rows`] over the inner indices `inner` only: one term of a
-    /// product split along its inner dimension.
-    #[allow(clippy::too_many_arguments)]
-    fn part<T: GemmElem>(
+    fn block<T: GemmElem>(
         &self,
         a: &Src<T>,
         b: &Src<T>,
@@ -203,7 +189,7 @@ impl Plan {
             } else {
                 Parallelism::None
             };
-            return self.rows(a, b, dst, batch, 0, m, parallelism);
+            return self.block(a, b, dst, batch, 0, m, 0..k, parallelism);
         }
         let step = k.div_ceil(threads);
         let mut partials = vec![T::ZERO; (threads - 1) * m * n];
@@ -212,7 +198,7 @@ impl Plan {
             .enumerate()
             .for_each(|(p, out)| {
                 let inner = (p * step).min(k)..((p + 1) * step).min(k);
-                self.part(a, b, out, batch, 0, m, inner, Parallelism::None)
+                self.block(a, b, out, batch, 0, m, inner, Parallelism::None)
             });
         for partial in partials.chunks(m * n) {
             dst.iter_mut().zip(partial).for_each(|(d, &p)| *d += p);
@@ -235,7 +221,7 @@ pub fn matmul<T: GemmElem>(out: &mut [T], a: Src<T>, b: Src<T>) {
         // Many small products: one thread per product.
         out.par_chunks_mut(m * n)
             .enumerate()
-            .for_each(|(i, dst)| plan.rows(&a, &b, dst, i, 0, m, Parallelism::None));
+            .for_each(|(i, dst)| plan.block(&a, &b, dst, i, 0, m, 0..plan.k, Parallelism::None));
     } else {
         for (i, dst) in out.chunks_mut(m * n).enumerate() {
             plan.product(&a, &b, dst, i, threads);
@@ -276,7 +262,16 @@ pub fn matmul_blocks<T: GemmElem>(a: Src<T>, b: Src<T>, epilogue: impl Fn(usize,
         let (batch, row0) = (block / per_batch, (block % per_batch) * rows);
         let count = rows.min(m - row0);
         let mut tile = vec![T::ZERO; count * n];
-        plan.rows(&a, &b, &mut tile, batch, row0, count, Parallelism::None);
+        plan.block(
+            &a,
+            &b,
+            &mut tile,
+            batch,
+            row0,
+            count,
+            0..plan.k,
+            Parallelism::None,
+        );
         epilogue((batch * m + row0) * n, &tile);
     };
     let flops = m * n * plan.k * plan.offsets.len();
