@@ -180,7 +180,10 @@ struct Walk<'a> {
 /// bias add over [50176, 16] spent more on those copies than on its product.
 struct Pattern {
     period: usize,
-    bytes: Vec<u8>,
+    /// The values' bytes, in u64 words so every dtype is aligned.
+    words: Vec<u64>,
+    /// How many of the words' bytes hold values.
+    len: usize,
 }
 
 /// Periods up to this many elements are laid out as a [`Pattern`].
@@ -224,9 +227,19 @@ impl Pattern {
             let more = pattern.len().min(len * size - pattern.len());
             pattern.extend_from_within(..more);
         }
+        let mut words = vec![0u64; pattern.len().div_ceil(8)];
+        // SAFETY: the words have room for the pattern's bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                pattern.as_ptr(),
+                words.as_mut_ptr() as *mut u8,
+                pattern.len(),
+            )
+        };
         Some(Pattern {
             period,
-            bytes: pattern,
+            words,
+            len: pattern.len(),
         })
     }
 
@@ -234,7 +247,9 @@ impl Pattern {
     /// holds that many (it holds the longest piece).
     fn at(&self, start: usize, n: usize, size: usize) -> Option<*const u8> {
         let from = (start % self.period) * size;
-        (from + n * size <= self.bytes.len()).then(|| self.bytes[from..].as_ptr())
+        // SAFETY: `from` lies inside the words' bytes (checked first).
+        (from + n * size <= self.len)
+            .then(|| unsafe { (self.words.as_ptr() as *const u8).add(from) })
     }
 }
 
