@@ -54,7 +54,7 @@ pub fn map1<A: Copy + Sync, U: Send>(
 pub fn copy<T: Copy + Sync + Send>(out: &mut [T], a: Src<T>) {
     // A tiny copy goes element by element (collapsing allocates).
     if a.layout.numel() < 256 {
-        return map1(out, &a.layout.shape.clone(), a, |x| x);
+        return map1(out, &a.layout.shape, a, |x| x);
     }
     let (shape, [strides]) = collapse(&a.layout.shape, [&a.layout.strides]);
     let nd = shape.len();
@@ -67,7 +67,7 @@ pub fn copy<T: Copy + Sync + Send>(out: &mut [T], a: Src<T>) {
         );
         return copy_transposed(out, a.data, &shape, &strides, a.layout.offset);
     }
-    map1(out, &a.layout.shape.clone(), a, |x| x);
+    map1(out, &a.layout.shape, a, |x| x);
 }
 
 /// Rows and columns of the blocks [`copy_transposed`] moves at a time.
