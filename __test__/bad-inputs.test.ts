@@ -237,5 +237,10 @@ describe('malformed programs sent to the addon', () => {
     new Float32Array(shifted, 4 + 256, 4).set([5, 6, 7, 8])
     addon.realizeInArena(view)
     expect([...new Float32Array(shifted, 4 + 512, 4)]).toEqual([-5, -6, -7, -8])
+    // Anything but a non-empty Uint8Array is refused before it is read.
+    const call = addon.realizeInArena as (...args: unknown[]) => void
+    for (const arg of [[], [new Float32Array(arena)], [arena], [1], [new Uint8Array(0)]]) {
+      expect(() => call(...arg), String(arg[0])).toThrow(/malformed arena: (expected a Uint8Array|empty)/)
+    }
   })
 })
