@@ -839,7 +839,6 @@ module.exports.measureMachine = nativeBinding.measureMachine
 module.exports.numThreads = nativeBinding.numThreads
 module.exports.primitiveNames = nativeBinding.primitiveNames
 module.exports.realizeAsync = nativeBinding.realizeAsync
-module.exports.realizeInArena = nativeBinding.realizeInArena
 module.exports.realizeSync = nativeBinding.realizeSync
 module.exports.simdLevel = nativeBinding.simdLevel
 module.exports.supportedSimdLevels = nativeBinding.supportedSimdLevels
