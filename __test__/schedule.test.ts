@@ -114,6 +114,22 @@ describe('fused kernels compute what the reference interpreter computes', () => 
   })
 })
 
+describe('the program cache', () => {
+  it('tells apart programs that differ only in a fractional, negative-zero or huge argument', () => {
+    const x = tensor([1, 2])
+    // The same structure realized in turns (each realize's program is the one
+    // cached for its structure, never the previous one's).
+    for (let round = 0; round < 2; round++) {
+      for (const value of [0.5, 0.25, 1e300, -1e300, 2 ** 31, -(2 ** 31), 2 ** 31 - 1, 0, -0, 3]) {
+        const out = x.pad([[1, 1]], value).dataSync()
+        const f = Math.fround(value)
+        expect([...out], String(value)).toEqual([f, 1, 2, f])
+        expect(Object.is(out[0], f) && Object.is(out[3], f), `sign of ${value}`).toBe(true)
+      }
+    }
+  })
+})
+
 describe('ECLAT_DEBUG=schedule', () => {
   it('prints each realize’s kernels, and when a later realize reuses the cached program', async () => {
     const { spawnSync } = await import('node:child_process')

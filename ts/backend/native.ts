@@ -202,21 +202,33 @@ function encodeProgram(order: readonly LazyNode[], targets: readonly LazyNode[],
  * arguments, which nodes read which, and the dtype and shape of every
  * realized input, but not values. Written in place on every realize (one
  * long-lived array: a tiny realize allocates little); a copy keys the cache.
+ *
+ * Numbers are int32 words: almost all are small integers, written as one
+ * word; any other number (a fractional pad value, -0, a huge index) is
+ * written as {@link WIDE} and its two float64 words, so no two different
+ * sequences of numbers share a key.
  */
 class StructureKey {
-  values = new Float64Array(1024)
-  /** The same memory as 32-bit words: hashing and comparing read bits, not numbers. */
-  words = new Int32Array(this.values.buffer)
+  words = new Int32Array(1024)
   length = 0
+  /** The float64 bits of a wide number. */
+  private readonly wide = new Float64Array(1)
+  private readonly wideWords = new Int32Array(this.wide.buffer)
 
   push(value: number): void {
-    if (this.length === this.values.length) {
-      const grown = new Float64Array(2 * this.length)
-      grown.set(this.values)
-      this.values = grown
-      this.words = new Int32Array(grown.buffer)
+    if (this.length + 3 > this.words.length) {
+      const grown = new Int32Array(2 * this.words.length)
+      grown.set(this.words)
+      this.words = grown
     }
-    this.values[this.length++] = value
+    if ((value | 0) === value && value !== WIDE && (value !== 0 || 1 / value > 0)) {
+      this.words[this.length++] = value
+    } else {
+      this.wide[0] = value
+      this.words[this.length++] = WIDE
+      this.words[this.length++] = this.wideWords[0]!
+      this.words[this.length++] = this.wideWords[1]!
+    }
   }
 
   /** Appends a node's op, dtype, shape and arguments. */
@@ -226,7 +238,7 @@ class StructureKey {
     const at = this.length
     this.push(0)
     pushArgs(this, node)
-    this.values[at] = this.length - at - 1
+    this.words[at] = this.length - at - 1
   }
 
   pushShape(dtype: DType, shape: readonly number[]): void {
@@ -235,12 +247,12 @@ class StructureKey {
     for (let d = 0; d < shape.length; d++) this.push(shape[d]!)
   }
 
-  /** A 52-bit FNV-style hash of the numbers' bits (a hit is confirmed by comparing all). */
+  /** A 52-bit FNV-style hash of the words (a hit is confirmed by comparing all). */
   hash(): number {
     let h1 = 0x811c9dc5
     let h2 = 0x01000193
     const words = this.words
-    for (let i = 0; i < 2 * this.length; i++) {
+    for (let i = 0; i < this.length; i++) {
       const w = words[i]!
       h1 = Math.imul(h1 ^ w, 0x01000193)
       h2 = Math.imul(h2 ^ w, 0x5bd1e995) ^ (h2 >>> 15)
@@ -248,9 +260,9 @@ class StructureKey {
     return (h1 >>> 0) * 0x100000 + ((h2 >>> 0) & 0xfffff)
   }
 
-  /** Whether `other` (a copy of an earlier key's words) holds the same bits. */
+  /** Whether `other` (a copy of an earlier key's words) holds the same words. */
   equals(other: Int32Array): boolean {
-    if (other.length !== 2 * this.length) return false
+    if (other.length !== this.length) return false
     const words = this.words
     for (let i = 0; i < other.length; i++) if (words[i] !== other[i]) return false
     return true
@@ -258,19 +270,30 @@ class StructureKey {
 
   /** A copy of the key's words, to keep in the cache. */
   copy(): Int32Array {
-    return this.words.slice(0, 2 * this.length)
+    return this.words.slice(0, this.length)
   }
 }
 
+/** Marks a number of the structure key that takes three words (see {@link StructureKey}). */
+const WIDE = -0x80000000
+
 const structureKey = new StructureKey()
+
+/** A cached program: the structure it was encoded for and its words. */
+interface CachedProgram {
+  structure: Int32Array
+  words: Float64Array
+}
 
 /**
  * Encoded programs by graph structure (see {@link StructureKey}): the second
  * and later steps of a training loop skip scheduling and encoding. Keyed by
  * the structure's hash; a hit is confirmed by comparing the whole structure.
  */
-const programCache = new Map<number, { structure: Int32Array; words: Float64Array }>()
+const programCache = new Map<number, CachedProgram>()
 const PROGRAM_CACHE_SIZE = 512
+/** The program the last realize ran: a loop realizing one structure finds it without hashing. */
+let lastProgram: CachedProgram | null = null
 
 /**
  * The program computing `targets` (from `order`) and the buffers it reads: the
@@ -306,18 +329,22 @@ function encode(order: readonly LazyNode[], targets: readonly LazyNode[]): Encod
   }
   key.push(targets.length)
   for (const t of targets) key.push(t.walkIndex)
-  const hash = key.hash()
-  const cached = programCache.get(hash)
-  let words: Float64Array
-  if (cached && key.equals(cached.structure)) {
-    words = cached.words
-    if (DEBUG_SCHEDULE) console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
-  } else {
-    words = encodeProgram(order, targets, new Map(leaves.map((leaf, k) => [leaf, k])))
-    if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
-    programCache.set(hash, { structure: key.copy(), words })
+  let program = lastProgram
+  let fresh = false
+  if (program === null || !key.equals(program.structure)) {
+    const hash = key.hash()
+    const cached = programCache.get(hash)
+    if (cached && key.equals(cached.structure)) program = cached
+    else {
+      program = { structure: key.copy(), words: encodeProgram(order, targets, new Map(leaves.map((leaf, k) => [leaf, k]))) }
+      fresh = true
+      if (programCache.size >= PROGRAM_CACHE_SIZE) programCache.delete(programCache.keys().next().value!)
+      programCache.set(hash, program)
+    }
+    lastProgram = program
   }
-  return { words, leaves }
+  if (DEBUG_SCHEDULE && !fresh) console.error(`eclat schedule: cached program for ${targets.length} output(s)`)
+  return { words: program.words, leaves }
 }
 
 /** Fresh output arrays for `targets`. */
