@@ -87,6 +87,12 @@ pub fn log2_f32(x: f32) -> f32 {
     }
 }
 
+/// Arguments up to this magnitude reduce to k = 0 and r = x exactly (x/π
+/// rounds to 0, and r = x - 0·π is x, signed zeros included), so [`sin_f32`]
+/// is its polynomial of x alone: the vector kernels skip the reduction where
+/// every lane is this small (the same bits).
+pub const SIN_UNREDUCED_LIMIT: f32 = 1.5;
+
 /// Arguments up to this magnitude take [`sin_f32`], reduced in float32.
 pub const SIN_F32_LIMIT: f32 = 6400.0;
 
@@ -284,6 +290,19 @@ mod tests {
         assert!(log2_f32(-1.0).is_nan());
         assert_eq!(log2_f32(f32::INFINITY), f32::INFINITY);
         assert_eq!(log2_f32(f32::from_bits(1)), -149.0);
+    }
+
+    #[test]
+    fn arguments_up_to_the_unreduced_limit_reduce_to_themselves() {
+        let edge = [SIN_UNREDUCED_LIMIT, -SIN_UNREDUCED_LIMIT, 1e-30, 0.0, -0.0];
+        for x in edge
+            .into_iter()
+            .chain((0..=15_000).map(|i| i as f32 * 1e-4))
+        {
+            let (r, k) = sin_reduce_f32(x);
+            assert_eq!((r.to_bits(), k & 1), (x.to_bits(), 0), "x = {x}");
+            assert_eq!(sin_half_turn(x, 0).to_bits(), sin_half_turn(r, k).to_bits());
+        }
     }
 
     #[test]

@@ -94,6 +94,18 @@ pub trait Vector<T: Copy>: Copy {
     unsafe fn sin_small(self) -> Self {
         self.sin()
     }
+    /// Whether every lane has |x| <= [`crate::math::SIN_UNREDUCED_LIMIT`],
+    /// where [`Vector::sin_unreduced`] gives `sin`'s bits without the
+    /// argument reduction (by default never: float64).
+    #[inline(always)]
+    unsafe fn sin_is_unreduced(self) -> bool {
+        false
+    }
+    /// [`Vector::sin`] for vectors where [`Vector::sin_is_unreduced`] holds.
+    #[inline(always)]
+    unsafe fn sin_unreduced(self) -> Self {
+        self.sin()
+    }
     /// log2(x), bit-identical to [`crate::math::log2_f32`] for float32
     /// (float64: the platform's `log2` per lane).
     unsafe fn log2(self) -> Self;
@@ -481,6 +493,16 @@ avx512_vector!(
         sin_of_reduced_avx512(x, r, _mm512_castps_si512(t))
     }
     #[inline(always)]
+    unsafe fn sin_is_unreduced(self) -> bool {
+        let abs = _mm512_abs_ps(self.0);
+        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_UNREDUCED_LIMIT)) == 0xffff
+    }
+    #[inline(always)]
+    unsafe fn sin_unreduced(self) -> Self {
+        // k = 0 and r = x (see `math::SIN_UNREDUCED_LIMIT`).
+        sin_of_reduced_avx512(self.0, self.0, _mm512_setzero_si512())
+    }
+    #[inline(always)]
     unsafe fn log2(self) -> Self {
         const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
         let x = self.0;
@@ -676,6 +698,16 @@ avx2_vector!(
         sin_of_reduced_avx2(x, r, _mm256_castps_si256(t))
     }
     #[inline(always)]
+    unsafe fn sin_is_unreduced(self) -> bool {
+        let abs = _mm256_and_ps(self.0, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_UNREDUCED_LIMIT))) == 0xff
+    }
+    #[inline(always)]
+    unsafe fn sin_unreduced(self) -> Self {
+        // k = 0 and r = x (see `math::SIN_UNREDUCED_LIMIT`).
+        sin_of_reduced_avx2(self.0, self.0, _mm256_setzero_si256())
+    }
+    #[inline(always)]
     unsafe fn log2(self) -> Self {
         const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
         let x = self.0;
@@ -848,6 +880,22 @@ mod tests {
         small.extend([6400.0, -6400.0, 0.0, -0.0]);
         small.resize(small.len().next_multiple_of(16), 0.5);
         same_bits!(sin_small, small, crate::math::sin_f32_any);
+        // Without the reduction, up to its limit: every 37th float32 of
+        // [2^-10, 1.5] and the limit itself, both signs, and small and
+        // subnormal magnitudes below.
+        let mut unreduced: Vec<f32> = (0.0009765625f32.to_bits()..=1.5f32.to_bits())
+            .step_by(37)
+            .chain([1.5f32.to_bits(), 0])
+            .map(f32::from_bits)
+            .flat_map(|x| [x, -x])
+            .collect();
+        unreduced.extend(
+            (0..20_000)
+                .map(|i| f32::from_bits(i * 50_000))
+                .flat_map(|x| [x, -x]),
+        );
+        unreduced.resize(unreduced.len().next_multiple_of(16), 0.5);
+        same_bits!(sin_unreduced, unreduced, crate::math::sin_f32_any);
         // Vectors mixing the float32, float64 and exact paths.
         let mixed: Vec<f32> = (0..160_000)
             .map(|i| [0.5, -0.0, 7e3, -3e5, 2e6, -1.0][i % 6] * (1.0 + i as f32 * 1e-6))

@@ -296,7 +296,8 @@ impl TileProgram {
                         TileOp::Exp2 if all!(exp2_is_moderate) => each!(exp2_moderate),
                         TileOp::Exp2 => each!(exp2),
                         TileOp::Log2 => each!(log2),
-                        _ if all!(sin_is_small) => each!(sin_small), // Sin
+                        _ if all!(sin_is_unreduced) => each!(sin_unreduced), // Sin
+                        _ if all!(sin_is_small) => each!(sin_small),
                         _ => each!(sin),
                     }
                 }
