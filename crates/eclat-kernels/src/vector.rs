@@ -23,6 +23,10 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+/// Arguments up to this magnitude give normal results of 2^x, which
+/// [`Vector::exp2_moderate`] scales by adding to the exponent.
+pub const EXP2_MODERATE_LIMIT: f32 = 125.0;
+
 /// One vector register of `LANES` elements of `T`.
 pub trait Vector<T: Copy>: Copy {
     const LANES: usize;
@@ -68,13 +72,25 @@ pub trait Vector<T: Copy>: Copy {
     /// 2^x, bit-identical to [`crate::math::exp2_f32`] for float32 (float64:
     /// the platform's `exp2` per lane).
     unsafe fn exp2(self) -> Self;
-    /// Whether every lane has |x| <= 125, where [`Vector::exp2_moderate`]
-    /// gives `exp2`'s bits with a cheaper scaling (by default never: float64).
+    /// The larger magnitude, lane by lane, of `self` and `so_far` (zero or an
+    /// earlier result), compared as the bits of |x| so that NaN ranks above
+    /// infinity. Folded over a tile, it lets [`Vector::magnitudes_at_most`]
+    /// pick the cheapest path of a transcendental every lane allows in one
+    /// pass. By default (float64) the magnitude checks never pass.
     #[inline(always)]
-    unsafe fn exp2_is_moderate(self) -> bool {
+    unsafe fn max_magnitude(self, so_far: Self) -> Self {
+        let _ = self;
+        so_far
+    }
+    /// Whether every lane of a [`Vector::max_magnitude`] result is at most
+    /// `limit` (never a NaN lane).
+    #[inline(always)]
+    unsafe fn magnitudes_at_most(self, limit: f32) -> bool {
+        let _ = (self, limit);
         false
     }
-    /// [`Vector::exp2`] for vectors where [`Vector::exp2_is_moderate`] holds.
+    /// [`Vector::exp2`] for vectors whose magnitudes are at most
+    /// [`EXP2_MODERATE_LIMIT`].
     #[inline(always)]
     unsafe fn exp2_moderate(self) -> Self {
         self.exp2()
@@ -82,26 +98,14 @@ pub trait Vector<T: Copy>: Copy {
     /// sin(x), bit-identical to [`crate::math::sin_f32_any`] for float32
     /// (float64: the platform's `sin` per lane).
     unsafe fn sin(self) -> Self;
-    /// Whether every lane has |x| <= [`crate::math::SIN_F32_LIMIT`], where
-    /// [`Vector::sin_small`] gives `sin`'s bits without the checks for larger
-    /// arguments (by default never: float64).
-    #[inline(always)]
-    unsafe fn sin_is_small(self) -> bool {
-        false
-    }
-    /// [`Vector::sin`] for vectors where [`Vector::sin_is_small`] holds.
+    /// [`Vector::sin`] for vectors whose magnitudes are at most
+    /// [`crate::math::SIN_F32_LIMIT`]: no checks for larger arguments.
     #[inline(always)]
     unsafe fn sin_small(self) -> Self {
         self.sin()
     }
-    /// Whether every lane has |x| <= [`crate::math::SIN_UNREDUCED_LIMIT`],
-    /// where [`Vector::sin_unreduced`] gives `sin`'s bits without the
-    /// argument reduction (by default never: float64).
-    #[inline(always)]
-    unsafe fn sin_is_unreduced(self) -> bool {
-        false
-    }
-    /// [`Vector::sin`] for vectors where [`Vector::sin_is_unreduced`] holds.
+    /// [`Vector::sin`] for vectors whose magnitudes are at most
+    /// [`crate::math::SIN_UNREDUCED_LIMIT`]: no argument reduction.
     #[inline(always)]
     unsafe fn sin_unreduced(self) -> Self {
         self.sin()
@@ -235,8 +239,7 @@ macro_rules! exp2_reduced {
 macro_rules! exp2_f32_in_registers {
     ($name:ident, $set1:ident, $add:ident, $sub:ident, $mul:ident, $max:ident, $min:ident,
      $set1_epi32:ident, $add_epi32:ident, $sub_epi32:ident, $srai:ident, $slli:ident,
-     $as_int:ident, $as_float:ident, $fmadd:ident, |$x:ident, $r:ident| $keep_nan:expr,
-     |$v:ident| $all_moderate:expr) => {
+     $as_int:ident, $as_float:ident, $fmadd:ident, |$x:ident, $r:ident| $keep_nan:expr) => {
         #[inline(always)]
         unsafe fn exp2(self) -> Self {
             let x = self.0;
@@ -259,11 +262,6 @@ macro_rules! exp2_f32_in_registers {
             let $r = $mul($mul(p, s1), s2);
             let $x = x;
             $name($keep_nan)
-        }
-        #[inline(always)]
-        unsafe fn exp2_is_moderate(self) -> bool {
-            let $v = self.0;
-            $all_moderate
         }
         #[inline(always)]
         unsafe fn exp2_moderate(self) -> Self {
@@ -448,8 +446,7 @@ avx512_vector!(
         _mm512_castps_si512,
         _mm512_castsi512_ps,
         _mm512_fmadd_ps,
-        |x, r| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x),
-        |x| _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_abs_ps(x), _mm512_set1_ps(125.0)) == 0xffff
+        |x, r| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), r, x)
     );
     #[inline(always)]
     unsafe fn sin(self) -> Self {
@@ -482,20 +479,20 @@ avx512_vector!(
         sin_of_reduced_avx512(x, r, q)
     }
     #[inline(always)]
-    unsafe fn sin_is_small(self) -> bool {
-        let abs = _mm512_abs_ps(self.0);
-        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_F32_LIMIT)) == 0xffff
+    unsafe fn max_magnitude(self, so_far: Self) -> Self {
+        let bits = _mm512_and_si512(_mm512_castps_si512(self.0), _mm512_set1_epi32(0x7fff_ffff));
+        Avx512F32(_mm512_castsi512_ps(_mm512_max_epu32(bits, _mm512_castps_si512(so_far.0))))
+    }
+    #[inline(always)]
+    unsafe fn magnitudes_at_most(self, limit: f32) -> bool {
+        let limit = _mm512_set1_epi32(limit.to_bits() as i32);
+        _mm512_cmple_epu32_mask(_mm512_castps_si512(self.0), limit) == 0xffff
     }
     #[inline(always)]
     unsafe fn sin_small(self) -> Self {
         let x = self.0;
         let (r, t) = sin_reduce_f32!(x, _mm512_set1_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_fnmadd_ps);
         sin_of_reduced_avx512(x, r, _mm512_castps_si512(t))
-    }
-    #[inline(always)]
-    unsafe fn sin_is_unreduced(self) -> bool {
-        let abs = _mm512_abs_ps(self.0);
-        _mm512_cmp_ps_mask::<_CMP_LE_OQ>(abs, _mm512_set1_ps(crate::math::SIN_UNREDUCED_LIMIT)) == 0xffff
     }
     #[inline(always)]
     unsafe fn sin_unreduced(self) -> Self {
@@ -648,11 +645,7 @@ avx2_vector!(
         _mm256_castps_si256,
         _mm256_castsi256_ps,
         _mm256_fmadd_ps,
-        |x, r| _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x)),
-        |x| {
-            let abs = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(125.0))) == 0xff
-        }
+        |x, r| _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
     );
     #[inline(always)]
     unsafe fn sin(self) -> Self {
@@ -687,20 +680,21 @@ avx2_vector!(
         sin_of_reduced_avx2(x, r, q)
     }
     #[inline(always)]
-    unsafe fn sin_is_small(self) -> bool {
-        let abs = _mm256_and_ps(self.0, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_F32_LIMIT))) == 0xff
+    unsafe fn max_magnitude(self, so_far: Self) -> Self {
+        let bits = _mm256_and_si256(_mm256_castps_si256(self.0), _mm256_set1_epi32(0x7fff_ffff));
+        Avx2F32(_mm256_castsi256_ps(_mm256_max_epu32(bits, _mm256_castps_si256(so_far.0))))
+    }
+    #[inline(always)]
+    unsafe fn magnitudes_at_most(self, limit: f32) -> bool {
+        // Magnitudes have no sign bit, so a signed comparison orders them.
+        let limit = _mm256_set1_epi32(limit.to_bits() as i32);
+        _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_castps_si256(self.0), limit)) == 0
     }
     #[inline(always)]
     unsafe fn sin_small(self) -> Self {
         let x = self.0;
         let (r, t) = sin_reduce_f32!(x, _mm256_set1_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_fnmadd_ps);
         sin_of_reduced_avx2(x, r, _mm256_castps_si256(t))
-    }
-    #[inline(always)]
-    unsafe fn sin_is_unreduced(self) -> bool {
-        let abs = _mm256_and_ps(self.0, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(crate::math::SIN_UNREDUCED_LIMIT))) == 0xff
     }
     #[inline(always)]
     unsafe fn sin_unreduced(self) -> Self {
@@ -806,6 +800,60 @@ mod tests {
             f(V::load(x.as_ptr())).store(o.as_mut_ptr());
         }
         out
+    }
+
+    /// Whether the largest magnitude of `xs` (folded vector by vector, as a
+    /// tile does) is at most `limit`.
+    unsafe fn magnitudes_at_most<V: Vector<f32>>(xs: &[f32], limit: f32) -> bool {
+        xs.chunks_exact(V::LANES)
+            .fold(V::splat(0.0), |m, x| V::load(x.as_ptr()).max_magnitude(m))
+            .magnitudes_at_most(limit)
+    }
+
+    #[test]
+    fn magnitude_checks_bound_every_lane_and_fail_on_nan() {
+        let limit = 1.5f32;
+        let above = f32::from_bits(limit.to_bits() + 1);
+        for level in simd::supported() {
+            // (the lanes, then where in them one value is put, and what the check says)
+            let check = |xs: &[f32]| -> Option<bool> {
+                // SAFETY: `supported()` lists only levels this CPU runs.
+                unsafe {
+                    match level {
+                        Level::Avx512 => {
+                            Some(simd::avx512(|| magnitudes_at_most::<Avx512F32>(xs, limit)))
+                        }
+                        Level::Avx2 => {
+                            Some(simd::avx2(|| magnitudes_at_most::<Avx2F32>(xs, limit)))
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            let base: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 16.0 * limit).collect();
+            if check(&base).is_none() {
+                continue;
+            }
+            assert_eq!(check(&base), Some(true), "{level:?}");
+            for at in [0, 7, 8, 15, 16, 31] {
+                for (x, want) in [
+                    (limit, true),
+                    (-limit, true),
+                    (-0.0, true),
+                    (above, false),
+                    (-above, false),
+                    (f32::INFINITY, false),
+                    (f32::NEG_INFINITY, false),
+                    (f32::NAN, false),
+                    (-f32::NAN, false),
+                    (f32::from_bits(0x7f80_0001), false), // a signalling NaN
+                ] {
+                    let mut xs = base.clone();
+                    xs[at] = x;
+                    assert_eq!(check(&xs), Some(want), "{level:?}: {x} at lane {at}");
+                }
+            }
+        }
     }
 
     /// Checks `Vector::$method` against the scalar `reference` bit for bit, at

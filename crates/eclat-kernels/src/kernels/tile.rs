@@ -16,9 +16,10 @@
 //! computes what the scalar function does, in the same order.
 
 use crate::dtype::{DType, Num};
+use crate::math::{SIN_F32_LIMIT, SIN_UNREDUCED_LIMIT};
 use crate::op::Op;
 use crate::program::{Expr, StepOp};
-use crate::vector::Vector;
+use crate::vector::{Vector, EXP2_MODERATE_LIMIT};
 
 /// Vectors per tile: enough independent work per step to hide each op's
 /// latency, few enough to stay in registers.
@@ -277,14 +278,14 @@ impl TileProgram {
                             )
                         };
                     }
-                    // Whether every vector of the tile passes `$check` (then
-                    // one branch per tile picks the cheaper method).
-                    macro_rules! all {
-                        ($check:ident) => {
+                    // The tile's largest magnitude: one branch per tile
+                    // then picks the cheapest path every lane allows.
+                    macro_rules! magnitude {
+                        () => {
                             acc.iter().fold(
-                                true,
+                                V::splat(T::default()),
                                 #[inline(always)]
-                                |all, v| all & v.$check(),
+                                |m, v| v.max_magnitude(m),
                             )
                         };
                     }
@@ -293,12 +294,25 @@ impl TileProgram {
                         TileOp::Recip => each!(recip),
                         TileOp::Sqrt => each!(sqrt),
                         TileOp::Not => each!(is_zero),
-                        TileOp::Exp2 if all!(exp2_is_moderate) => each!(exp2_moderate),
-                        TileOp::Exp2 => each!(exp2),
+                        TileOp::Exp2 => {
+                            if magnitude!().magnitudes_at_most(EXP2_MODERATE_LIMIT) {
+                                each!(exp2_moderate)
+                            } else {
+                                each!(exp2)
+                            }
+                        }
                         TileOp::Log2 => each!(log2),
-                        _ if all!(sin_is_unreduced) => each!(sin_unreduced), // Sin
-                        _ if all!(sin_is_small) => each!(sin_small),
-                        _ => each!(sin),
+                        _ => {
+                            // Sin
+                            let m = magnitude!();
+                            if m.magnitudes_at_most(SIN_UNREDUCED_LIMIT) {
+                                each!(sin_unreduced)
+                            } else if m.magnitudes_at_most(SIN_F32_LIMIT) {
+                                each!(sin_small)
+                            } else {
+                                each!(sin)
+                            }
+                        }
                     }
                 }
                 Kind::BinarySplat(op, r) => {
