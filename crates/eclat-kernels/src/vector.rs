@@ -815,7 +815,8 @@ mod tests {
         let limit = 1.5f32;
         let above = f32::from_bits(limit.to_bits() + 1);
         for level in simd::supported() {
-            // (the lanes, then where in them one value is put, and what the check says)
+            // Two vectors' worth at AVX-512, four at AVX2: one value replaced
+            // at a lane of the first, a middle or the last vector.
             let check = |xs: &[f32]| -> Option<bool> {
                 // SAFETY: `supported()` lists only levels this CPU runs.
                 unsafe {

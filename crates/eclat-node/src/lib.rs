@@ -3,9 +3,8 @@
 //! turns kernel errors and panics into JavaScript exceptions. No arithmetic here.
 
 use eclat_kernels::{execute, pool, KernelError, Op};
-use napi::bindgen_prelude::Object;
 use napi::bindgen_prelude::{
-    AsyncTask, Float64Array, Float64ArraySlice, TypedArray, Uint8Array, Uint8ArraySlice,
+    AsyncTask, Float64Array, Float64ArraySlice, Object, TypedArray, Uint8Array, Uint8ArraySlice,
 };
 use napi::{sys, Env, Error, Status, Task};
 use napi_derive::napi;
