@@ -214,32 +214,31 @@ impl Pattern {
         }
         let len = period + TILE_PIECE.max(MAX_PIECE).min(positions);
         let inner = [strides[split..].to_vec()];
-        let mut pattern = Vec::with_capacity(len * size);
+        // The bytes are written straight into u64 words (aligned for every dtype).
+        let total = len * size;
+        let mut words = vec![0u64; total.div_ceil(8)];
+        // SAFETY: plain numbers viewed as their bytes, `total` of them.
+        let pattern =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, total) };
+        let mut filled = 0;
         for_each_run(&shape[split..], &inner, [offset], 0, period, |[o], _, n| {
             let s = *inner[0].last().unwrap();
             for i in 0..n as isize {
                 let at = (o + i * s) as usize * size;
-                pattern.extend_from_slice(&bytes[at..at + size]);
+                pattern[filled..filled + size].copy_from_slice(&bytes[at..at + size]);
+                filled += size;
             }
         });
         // Repeat the period by doubling.
-        while pattern.len() < len * size {
-            let more = pattern.len().min(len * size - pattern.len());
-            pattern.extend_from_within(..more);
+        while filled < total {
+            let more = filled.min(total - filled);
+            pattern.copy_within(..more, filled);
+            filled += more;
         }
-        let mut words = vec![0u64; pattern.len().div_ceil(8)];
-        // SAFETY: the words have room for the pattern's bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                pattern.as_ptr(),
-                words.as_mut_ptr() as *mut u8,
-                pattern.len(),
-            )
-        };
         Some(Pattern {
             period,
             words,
-            len: pattern.len(),
+            len: total,
         })
     }
 
