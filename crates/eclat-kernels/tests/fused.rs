@@ -807,7 +807,8 @@ fn repeating_sources_match_the_values_computed_here() {
 /// A source read across its memory order (a transposed matrix, read by bands
 /// of square blocks) in a fused `2 * xᵀ + y`, float32 and float64, against
 /// values computed here; shapes give pieces of fewer and more than 16 rows,
-/// and [300, 4000] is copied by blocks before the kernel reads it.
+/// bands of fewer than 16 rows, rows that do or do not divide a piece, and
+/// [300, 4000] is copied by blocks before the kernel reads it.
 #[test]
 fn transposed_sources_match_the_values_computed_here() {
     let mut rng = Rng(0x7a05);
@@ -819,6 +820,8 @@ fn transposed_sources_match_the_values_computed_here() {
         (3, 40_000),
         (50_000, 3),
         (300, 4000),
+        (10, 784),
+        (37, 700),
     ] {
         // x is stored [cols, rows] and read as its transpose, [rows, cols].
         let x: Vec<f64> = (0..rows * cols)

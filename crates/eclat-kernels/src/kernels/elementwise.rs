@@ -149,22 +149,22 @@ pub(crate) unsafe fn transpose_band<T: Copy>(
     }
     let cols = dst.len() / height;
     #[cfg(target_arch = "x86_64")]
-    let by_registers = std::mem::size_of::<T>() == 4
-        && height == TILE
-        && crate::simd::level() == crate::simd::Level::Avx512;
+    let by_registers =
+        std::mem::size_of::<T>() == 4 && crate::simd::level() == crate::simd::Level::Avx512;
     let mut tile = [[data[0]; TILE]; TILE];
     for j0 in columns.clone().step_by(TILE) {
         let width = TILE.min(columns.end - j0);
         #[cfg(target_arch = "x86_64")]
         if by_registers && width == TILE {
-            // SAFETY: the CPU has AVX-512F; the block's 16 columns of 16
-            // source elements lie inside `data` (the caller's promise), and
-            // its 16 output rows of 16 inside `dst`.
+            // SAFETY: the CPU has AVX-512F; the block's 16 columns of
+            // `height` source elements lie inside `data` (the caller's
+            // promise), and its `height` output rows of 16 inside `dst`.
             transpose_16x16(
                 data.as_ptr().offset(at + j0 as isize * step) as *const i32,
                 step,
                 dst.as_mut_ptr().add(j0) as *mut i32,
                 cols,
+                height,
             );
             continue;
         }
@@ -247,17 +247,22 @@ pub fn pad<T: Copy + Sync + Send>(
 /// consecutive elements at `src + j * step`) becomes elements `j` of the 16
 /// output rows (`dst + i * row`, 16 consecutive each). Four rounds of 16
 /// shuffles: 32-bit then 64-bit interleaves within 128-bit lanes, then two
-/// rounds of lane shuffles.
+/// rounds of lane shuffles. A band of `height` < 16 rows loads the first
+/// `height` elements of each column (masked: nothing past them is read) and
+/// stores the first `height` output rows.
 ///
 /// # Safety
-/// The CPU has AVX-512F; the 16 source columns and 16 output rows are valid
-/// for 16 elements each.
+/// The CPU has AVX-512F; `height <= 16`; the 16 source columns and the
+/// first `height` output rows are valid for `height` and 16 elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_16x16(src: *const i32, step: isize, dst: *mut i32, row: usize) {
+unsafe fn transpose_16x16(src: *const i32, step: isize, dst: *mut i32, row: usize, height: usize) {
     use std::arch::x86_64::*;
-    let r: [__m512i; 16] =
-        std::array::from_fn(|j| _mm512_loadu_si512(src.offset(j as isize * step) as *const _));
+    debug_assert!(height <= 16);
+    let rows = (1u32 << height) - 1;
+    let r: [__m512i; 16] = std::array::from_fn(|j| {
+        _mm512_maskz_loadu_epi32(rows as u16, src.offset(j as isize * step) as *const _)
+    });
     // a[2m], a[2m+1]: columns 2m and 2m+1 interleaved by element.
     let a: [__m512i; 16] = std::array::from_fn(|k| {
         let (x, y) = (r[k & !1], r[k | 1]);
@@ -296,7 +301,9 @@ unsafe fn transpose_16x16(src: *const i32, step: isize, dst: *mut i32, row: usiz
             } else {
                 _mm512_shuffle_i32x4::<0xdd>(x, y)
             };
-            _mm512_storeu_si512(dst.add((4 * l + e) * row) as *mut _, v);
+            if 4 * l + e < height {
+                _mm512_storeu_si512(dst.add((4 * l + e) * row) as *mut _, v);
+            }
         }
     }
 }
