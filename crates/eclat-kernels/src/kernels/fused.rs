@@ -1464,7 +1464,15 @@ fn reduce_rows<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, fold: 
             .max(n_out.div_ceil(num_threads() * 4))
             .max(1)
     };
+    // Rows shorter than half a piece are evaluated several at a time (one
+    // piece per row cost 18 ns for a row of 2).
+    let rows_per_piece = if r > 0 { eval.piece / r } else { 0 };
     let body = |chunk: &mut [T], first: usize| {
+        if rows_per_piece >= 2 {
+            let mut scratch = Scratch::new(eval, eval.piece);
+            let mut buf = vec![T::default(); rows_per_piece * r];
+            return short_rows_chunk(eval, &mut scratch, &mut buf, chunk, first, r, fold);
+        }
         let mut scratch = Scratch::new(eval, cap);
         let mut buf = vec![T::default(); cap];
         rows_chunk(eval, &mut scratch, &mut buf, chunk, first, r, fold);
@@ -1489,6 +1497,72 @@ fn rows_chunk<T: Elem, F: Fold<T>>(
 ) {
     for (i, v) in chunk.iter_mut().enumerate() {
         *v = fold_output(eval, scratch, buf, (first + i) * r, r, fold);
+    }
+}
+
+/// [`rows_chunk`] for rows of `r` positions that fit a piece several times:
+/// the positions of as many whole rows as `buf` holds are evaluated together
+/// (as [`map`] evaluates them), then each row is folded in the parts
+/// [`fold_range`] would have evaluated it in, so each output's value is the
+/// same bits.
+fn short_rows_chunk<T: Elem, F: Fold<T>>(
+    eval: &Eval,
+    scratch: &mut Scratch,
+    buf: &mut [T],
+    chunk: &mut [T],
+    first: usize,
+    r: usize,
+    fold: &F,
+) {
+    let rows_per_piece = buf.len() / r;
+    for (g, outputs) in chunk.chunks_mut(rows_per_piece).enumerate() {
+        let start = (first + g * rows_per_piece) * r;
+        let values = &mut buf[..outputs.len() * r];
+        map_chunk(eval, scratch, values, start);
+        dispatch!(fold_evaluated_rows(eval, values, outputs, start, r, fold));
+    }
+}
+
+/// Folds each row of `r` evaluated positions (starting at position `start`)
+/// into its output, in `fold_output`'s parts.
+#[inline(always)]
+fn fold_evaluated_rows<T: Elem, F: Fold<T>>(
+    eval: &Eval,
+    values: &[T],
+    outputs: &mut [T],
+    start: usize,
+    r: usize,
+    fold: &F,
+) {
+    // A row is one part unless a source's run ends inside it (`piece_end`):
+    // the next such end is tracked rather than divided out per row. (A piece
+    // holds two rows or more, and a transposed source's cut lies at least a
+    // piece less two of its rows past the part's start.)
+    let row_cut = eval.row >= 64;
+    let mut next_cut = match row_cut {
+        true => (start / eval.row + 1) * eval.row,
+        false => usize::MAX,
+    };
+    let transposed_clear = eval
+        .transposed_row
+        .is_none_or(|t| eval.piece + 2 >= r + 2 * t);
+    for (i, (o, row)) in outputs.iter_mut().zip(values.chunks_exact(r)).enumerate() {
+        let (from, to) = (start + i * r, start + (i + 1) * r);
+        while next_cut <= from {
+            next_cut += eval.row;
+        }
+        let acc = if transposed_clear && next_cut >= to {
+            fold.fold_slice(fold.init(), row)
+        } else {
+            let (mut acc, mut pos) = (fold.init(), from);
+            while pos < to {
+                let stop = eval.piece_end(pos, to);
+                acc = fold.fold_slice(acc, &row[pos - from..stop - from]);
+                pos = stop;
+            }
+            acc
+        };
+        *o = fold.finish(fold.merge(fold.init(), acc));
     }
 }
 
@@ -1601,6 +1675,122 @@ pub fn matmul_epilogue<T: GemmElem + Elem, U: Elem>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::reduce::{Max, Sum};
+    use crate::program::{Expr, Step, StepOp};
+
+    /// Rows evaluated several at a time fold to the bits of rows evaluated one
+    /// at a time: `x * y` reduced over rows of `r`, where `y`'s runs cut each
+    /// row (every other element of a wider buffer), `x` is read transposed,
+    /// or both sources are contiguous.
+    #[test]
+    fn short_rows_fold_as_rows_one_at_a_time() {
+        let mut checked = 0;
+        // (rows, r, y strided, x transposed); r is even: [rows, 2, r / 2].
+        for (rows, r, strided, transposed) in [
+            (300, 2, false, false),
+            (500, 10, false, false),
+            (40, 200, true, false),
+            (7, 3000, false, true),
+            (50, 300, true, true),
+        ] {
+            let n = rows * r;
+            // Every 7th value ±2^60 (cancelling as the sum goes), the others
+            // small: which big values meet first decides what the float64
+            // sum keeps of the small ones, so the order of a row's parts
+            // shows in the bits.
+            let value = |i: usize| match i % 7 {
+                0 => 2f32.powi(60) * if i % 2 == 0 { 1.0 } else { -1.0 },
+                _ => ((i * 7919 % 1009) as f32 - 504.0) * 0.37,
+            };
+            let x: Vec<f32> = (0..n).map(value).collect();
+            let y: Vec<f32> = (0..n + 2 * rows).map(|i| 1.0 + (i % 3) as f32).collect();
+            // Strided: rows of r = 2·h read from [rows, 2, h + 1], runs of h.
+            let y_layout = match strided {
+                true => Layout::contiguous(&[rows, 2, r / 2 + 1]).slice(
+                    &[0, 0, 0],
+                    &[1, 1, 1],
+                    &[rows, 2, r / 2],
+                ),
+                false => Layout::contiguous(&[rows, 2, r / 2]),
+            };
+            let x_layout = Layout {
+                shape: y_layout.shape.clone(),
+                strides: match transposed {
+                    true => vec![r as isize, 1, 2],
+                    false => vec![r as isize, (r / 2) as isize, 1],
+                },
+                offset: 0,
+            };
+            let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|f| f.to_ne_bytes()).collect() };
+            let (xb, yb) = (bytes(&x), bytes(&y));
+            let srcs = [
+                RawSrc {
+                    bytes: &xb,
+                    dtype: DType::F32,
+                    layout: &x_layout,
+                },
+                RawSrc {
+                    bytes: &yb,
+                    dtype: DType::F32,
+                    layout: &y_layout,
+                },
+            ];
+            let expr = Expr {
+                steps: vec![Step {
+                    op: StepOp::Op(Op::Mul),
+                    dtype: DType::F32,
+                    operands: vec![0, 1],
+                }],
+                slots: Default::default(),
+                types: Default::default(),
+            };
+            let dts = [DType::F32; 3];
+            let eval = Eval::new(
+                &expr,
+                &dts,
+                srcs.iter().map(|s| Walk::new(s, s.layout)).collect(),
+            );
+            if eval.piece / r < 2 {
+                continue; // one row at a time (the chunked machine's pieces are shorter)
+            }
+            checked += 1;
+            fn both<F: Fold<f32>>(eval: &Eval, r: usize, rows: usize, fold: &F) -> [Vec<f32>; 2] {
+                let cap = eval.piece.min(r);
+                let mut one = vec![0f32; rows];
+                rows_chunk(
+                    eval,
+                    &mut Scratch::new(eval, cap),
+                    &mut vec![0f32; cap],
+                    &mut one,
+                    0,
+                    r,
+                    fold,
+                );
+                let mut many = vec![0f32; rows];
+                let mut buf = vec![0f32; eval.piece / r * r];
+                short_rows_chunk(
+                    eval,
+                    &mut Scratch::new(eval, eval.piece),
+                    &mut buf,
+                    &mut many,
+                    0,
+                    r,
+                    fold,
+                );
+                [one, many]
+            }
+            for [one, many] in [both(&eval, r, rows, &Sum), both(&eval, r, rows, &Max)] {
+                for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "rows of {r}, output {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        assert!(checked >= 3, "rows several to a piece were checked");
+    }
 
     /// Every position's offset through a block table, against the run walker.
     #[test]
