@@ -1466,7 +1466,7 @@ fn reduce_rows<T: Elem, F: Fold<T>>(out: &mut [T], eval: &Eval, r: usize, fold: 
     };
     // Rows shorter than half a piece are evaluated several at a time (one
     // piece per row cost 18 ns for a row of 2).
-    let rows_per_piece = if r > 0 { eval.piece / r } else { 0 };
+    let rows_per_piece = eval.piece.checked_div(r).unwrap_or(0);
     let body = |chunk: &mut [T], first: usize| {
         if rows_per_piece >= 2 {
             let mut scratch = Scratch::new(eval, eval.piece);
@@ -1699,7 +1699,7 @@ mod tests {
             // sum keeps of the small ones, so the order of a row's parts
             // shows in the bits.
             let value = |i: usize| match i % 7 {
-                0 => 2f32.powi(60) * if i % 2 == 0 { 1.0 } else { -1.0 },
+                0 => 2f32.powi(60) * if i.is_multiple_of(2) { 1.0 } else { -1.0 },
                 _ => ((i * 7919 % 1009) as f32 - 504.0) * 0.37,
             };
             let x: Vec<f32> = (0..n).map(value).collect();

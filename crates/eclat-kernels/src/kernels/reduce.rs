@@ -762,8 +762,8 @@ mod tests {
         for m in [1, 2, 7, 8, 9, 100, 5000] {
             let rows = 70;
             let data: Vec<f32> = (0..rows * m)
-                .map(|i| match i % 7 {
-                    0 => 2f32.powi(60) * if i % 2 == 0 { 1.0 } else { -1.0 },
+                .map(|i: usize| match i % 7 {
+                    0 => 2f32.powi(60) * if i.is_multiple_of(2) { 1.0 } else { -1.0 },
                     _ => ((i * 7919 % 1009) as f32 - 504.0) * 0.37,
                 })
                 .collect();
