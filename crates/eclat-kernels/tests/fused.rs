@@ -874,3 +874,88 @@ fn transposed_sources_match_the_values_computed_here() {
         }
     }
 }
+
+/// A source with one value per row of a short innermost axis (a softmax's row
+/// maximum, broadcast) in a fused `x - m`, float32 and float64, against values
+/// computed here: rows shorter and longer than a vector, outer axes that wrap
+/// within a piece, and pieces that start and end inside rows.
+#[test]
+fn row_broadcast_sources_match_the_values_computed_here() {
+    let mut rng = Rng(0xb70a);
+    for shape in [
+        [3usize, 5, 7],
+        [1000, 37, 3],
+        [2, 3000, 10],
+        [1, 70_001, 15],
+        [4, 9, 1],
+    ] {
+        let [a, b, c] = shape;
+        let n = a * b * c;
+        let x: Vec<f64> = (0..n).map(|_| (rng.unit() * 8.0 - 4.0) as f64).collect();
+        let m: Vec<f64> = (0..a * b)
+            .map(|_| (rng.unit() * 8.0 - 4.0) as f64)
+            .collect();
+        // m is stored [b, a] and read transposed, so its outer axes do not
+        // merge into one: rows step along b, and b wraps inside pieces.
+        for (dtype, transposed) in [
+            (DType::F32, false),
+            (DType::F64, false),
+            (DType::F32, true),
+            (DType::F64, true),
+        ] {
+            let m_at = |r: usize| match transposed {
+                true => (r % b) * a + r / b,
+                false => r,
+            };
+            let mut p = Builder::default();
+            let vx = p.load(0, dtype, &shape);
+            let vm = match transposed {
+                true => {
+                    let stored = p.load(1, dtype, &[b, a, 1]);
+                    p.op(Op::Permute, dtype, &[a, b, 1], &[stored], &[1.0, 0.0, 2.0])
+                }
+                false => p.load(1, dtype, &[a, b, 1]),
+            };
+            let vm = p.op(Op::Expand, dtype, &shape, &[vm], &[]);
+            let steps = [
+                ExprStep {
+                    op: Some(Op::Neg),
+                    dtype,
+                    operands: vec![1],
+                    value: 0.0,
+                },
+                ExprStep {
+                    op: Some(Op::Add),
+                    dtype,
+                    operands: vec![0, 2],
+                    value: 0.0,
+                },
+            ];
+            let root = p.fused(Op::Add, dtype, &shape, &[vx, vm], &[], &steps);
+            let words = p.finish(&[root]);
+            let want = |i: usize| x[i] - m[m_at(i / c)];
+            if dtype == DType::F32 {
+                let (x32, m32): (Vec<f32>, Vec<f32>) = (
+                    x.iter().map(|&v| v as f32).collect(),
+                    m.iter().map(|&v| v as f32).collect(),
+                );
+                let got = run(&words, &[x32.clone(), m32.clone()], n).unwrap();
+                for (i, &g) in got.iter().enumerate() {
+                    let w = x32[i] - m32[m_at(i / c)];
+                    assert_eq!(g, w, "{shape:?} float32 ({transposed}), position {i}");
+                }
+            } else {
+                let mut out = vec![0f64; n];
+                execute(
+                    &words,
+                    &[as_bytes(&x), as_bytes(&m)],
+                    &mut [as_bytes_mut(&mut out)],
+                )
+                .unwrap();
+                for (i, &g) in out.iter().enumerate() {
+                    assert_eq!(g, want(i), "{shape:?} float64 ({transposed}), position {i}");
+                }
+            }
+        }
+    }
+}

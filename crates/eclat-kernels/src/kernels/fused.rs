@@ -285,6 +285,7 @@ unsafe fn gather<T: Copy>(w: &Walk, located: Option<(isize, isize)>, start: usiz
         (Some((o, s)), _) => strided(out, data, o, s),
         (None, Some(blocks)) => blocks.gather(data, w.offset, start, out),
         (None, None) if w.transposed() => gather_transposed(w, data, start, out),
+        (None, None) if w.row_broadcast() => gather_row_broadcast(w, data, start, out),
         (None, None) => {
             let s = *w.strides[0].last().unwrap();
             w.runs(start, start + out.len(), |o, pos, len| {
@@ -355,6 +356,51 @@ unsafe fn gather_transposed<T: Copy>(w: &Walk, data: &[T], start: usize, out: &m
     });
     if let Some(g) = group {
         columns(out, g);
+    }
+}
+
+/// [`gather`] for a source broadcast along its short innermost axis (one
+/// value per row, as a softmax's row maximum is): each row is a fill of its
+/// value, found by stepping along the next axis, so the run walker's
+/// bookkeeping is paid once per span of that axis rather than once per row (a
+/// row of 10: `x - m` over [1.6M, 10], 8.3-8.4 → 6.3 ms).
+///
+/// # Safety
+/// As for [`gather`].
+#[inline(always)]
+unsafe fn gather_row_broadcast<T: Copy>(w: &Walk, data: &[T], start: usize, out: &mut [T]) {
+    let nd = w.shape.len();
+    let (row, rows) = (w.shape[nd - 1], w.shape[nd - 2]);
+    let step = w.strides[0][nd - 2];
+    let end = start + out.len();
+    let mut pos = start;
+    while pos < end {
+        // The offset of `pos`'s row, then rows along the next axis to its end.
+        let (r, col) = (pos / row, pos % row);
+        let mut at = w.offset;
+        let mut rem = r;
+        for d in (0..nd - 1).rev() {
+            at += (rem % w.shape[d]) as isize * w.strides[0][d];
+            rem /= w.shape[d];
+        }
+        let mut first = col;
+        for _ in r % rows..rows {
+            let n = (row - first).min(end - pos);
+            let value = *data.get_unchecked(at as usize);
+            if end - pos >= SHORT_RUN {
+                // One fixed-size store of a whole row and then some: the next
+                // row's store overwrites what lies past this one.
+                out[pos - start..pos - start + SHORT_RUN].copy_from_slice(&[value; SHORT_RUN]);
+            } else {
+                out[pos - start..pos - start + n].fill(value);
+            }
+            pos += n;
+            if pos == end {
+                return;
+            }
+            at += step;
+            first = 0;
+        }
     }
 }
 
@@ -588,6 +634,14 @@ impl<'a> Walk<'a> {
             end,
             |[o], pos, len| f(o, pos, len),
         )
+    }
+
+    /// Whether the source is one value per row of a short innermost axis
+    /// (stride 0 there, rows of fewer than [`SHORT_RUN`] positions; see
+    /// `gather_row_broadcast`).
+    fn row_broadcast(&self) -> bool {
+        let nd = self.shape.len();
+        nd >= 2 && self.strides[0][nd - 1] == 0 && self.shape[nd - 1] < SHORT_RUN
     }
 
     /// Whether the source is read across its memory order: the innermost
