@@ -230,6 +230,33 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
   })
 }
 {
+  // Short rows: a classifier's softmax over 10 classes (a max and a sum per
+  // row of 10, then every element), 1.6M rows.
+  const C = 10
+  const rows = 1_600_000
+  const x = seeded(rows * C, 7, 4)
+  const ex = E.tensor(x, { shape: [rows, C] })
+  add({
+    name: 'l: softmax over rows of 10, 1.6M rows',
+    bytes: 8 * rows * C, limit: 'triad',
+    eclat: () => steady(ex.softmax(1)),
+    js: () => {
+      const o = outM
+      for (let r = 0; r < rows; r++) {
+        const at = r * C
+        let max = -Infinity
+        for (let j = 0; j < C; j++) max = Math.max(max, x[at + j])
+        let sum = 0
+        for (let j = 0; j < C; j++) sum += o[at + j] = Math.exp(x[at + j] - max)
+        for (let j = 0; j < C; j++) o[at + j] /= sum
+      }
+      return o
+    },
+    tf: (t) => () => tf.tidy(() => tf.softmax(t.x).dataSync()),
+    tfSetup: () => ({ x: tf.tensor2d(x, [rows, C]) }),
+  })
+}
+{
   const tiny = E.tensor([1, 2, 3, 4])
   const small = new Float32Array([1, 2, 3, 4])
   add({
