@@ -375,15 +375,10 @@ unsafe fn gather_row_broadcast<T: Copy>(w: &Walk, data: &[T], start: usize, out:
     let end = start + out.len();
     let mut pos = start;
     while pos < end {
-        // The offset of `pos`'s row, then rows along the next axis to its end.
-        let (r, col) = (pos / row, pos % row);
-        let mut at = w.offset;
-        let mut rem = r;
-        for d in (0..nd - 1).rev() {
-            at += (rem % w.shape[d]) as isize * w.strides[0][d];
-            rem /= w.shape[d];
-        }
-        let mut first = col;
+        // The offset of `pos`'s row (its innermost stride is 0), then rows
+        // along the next axis to that axis's end.
+        let (r, mut first) = (pos / row, pos % row);
+        let (mut at, _) = w.locate(pos, 1).expect("one position lies in its run");
         for _ in r % rows..rows {
             let n = (row - first).min(end - pos);
             let value = *data.get_unchecked(at as usize);
