@@ -256,7 +256,13 @@ pub fn pad<T: Copy + Sync + Send>(
 /// first `height` output rows are valid for `height` and 16 elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_16x16(src: *const i32, step: isize, dst: *mut i32, row: usize, height: usize) {
+pub(crate) unsafe fn transpose_16x16(
+    src: *const i32,
+    step: isize,
+    dst: *mut i32,
+    row: usize,
+    height: usize,
+) {
     use std::arch::x86_64::*;
     debug_assert!(height <= 16);
     let rows = (1u32 << height) - 1;

@@ -1595,6 +1595,10 @@ fn fold_evaluated_rows<T: Elem, F: Fold<T>>(
     let transposed_clear = eval
         .transposed_row
         .is_none_or(|t| eval.piece + 2 >= r + 2 * t);
+    if transposed_clear && (!row_cut || eval.row.is_multiple_of(r)) {
+        // No cut falls inside a row (rows start at multiples of `r`).
+        return fold.fold_rows(values, r, outputs);
+    }
     for (i, (o, row)) in outputs.iter_mut().zip(values.chunks_exact(r)).enumerate() {
         let (from, to) = (start + i * r, start + (i + 1) * r);
         while next_cut <= from {
