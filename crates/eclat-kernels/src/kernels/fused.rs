@@ -1318,10 +1318,20 @@ impl Eval<'_> {
         }
     }
 
+    /// Whether pieces end where the shortest source run ends: only when a run
+    /// holds a whole piece (each source is then read in place, a broadcast
+    /// one as a splat, at the cost of at most one short piece per run).
+    /// Shorter runs are gathered, several to a piece: pieces cut at runs of
+    /// 100 (a row-wise broadcast over [160000, 100]) made `exp(x - m)` 2-3x
+    /// slower than gathering the runs.
+    fn cuts_at_rows(&self) -> bool {
+        self.row >= self.piece
+    }
+
     /// End of the piece that starts at `start` and may extend to `end`.
     fn piece_end(&self, start: usize, end: usize) -> usize {
         let mut stop = (start + self.piece).min(end);
-        if self.row >= 64 {
+        if self.cuts_at_rows() {
             stop = stop.min((start / self.row + 1) * self.row);
         }
         if let Some(r) = self.transposed_row {
@@ -1551,9 +1561,13 @@ fn rows_chunk<T: Elem, F: Fold<T>>(
 
 /// [`rows_chunk`] for rows of `r` positions that fit a piece several times:
 /// the positions of as many whole rows as `buf` holds are evaluated together
-/// (as [`map`] evaluates them), then each row is folded in the parts
-/// [`fold_range`] would have evaluated it in, so each output's value is the
-/// same bits.
+/// (as [`map`] evaluates them), then folded a row at a time
+/// ([`Fold::fold_rows`]), so each output's value is the same bits. No piece
+/// of [`fold_range`] would have ended inside such a row (`piece_end`): a
+/// piece is at least two rows; a run that ends pieces is at least a piece
+/// (`cuts_at_rows`), so it spans trailing axes of whole rows (a multiple of
+/// `r`); a transposed source's rows of `t` (at most a piece) end a piece past
+/// the row when `t <= r`, and at a multiple of `t`, so of `r`, when `t > r`.
 fn short_rows_chunk<T: Elem, F: Fold<T>>(
     eval: &Eval,
     scratch: &mut Scratch,
@@ -1568,54 +1582,7 @@ fn short_rows_chunk<T: Elem, F: Fold<T>>(
         let start = (first + g * rows_per_piece) * r;
         let values = &mut buf[..outputs.len() * r];
         map_chunk(eval, scratch, values, start);
-        dispatch!(fold_evaluated_rows(eval, values, outputs, start, r, fold));
-    }
-}
-
-/// Folds each row of `r` evaluated positions (starting at position `start`)
-/// into its output, in `fold_output`'s parts.
-#[inline(always)]
-fn fold_evaluated_rows<T: Elem, F: Fold<T>>(
-    eval: &Eval,
-    values: &[T],
-    outputs: &mut [T],
-    start: usize,
-    r: usize,
-    fold: &F,
-) {
-    // A row is one part unless a source's run ends inside it (`piece_end`):
-    // the next such end is tracked rather than divided out per row. (A piece
-    // holds two rows or more, and a transposed source's cut lies at least a
-    // piece less two of its rows past the part's start.)
-    let row_cut = eval.row >= 64;
-    let mut next_cut = match row_cut {
-        true => (start / eval.row + 1) * eval.row,
-        false => usize::MAX,
-    };
-    let transposed_clear = eval
-        .transposed_row
-        .is_none_or(|t| eval.piece + 2 >= r + 2 * t);
-    if transposed_clear && (!row_cut || eval.row.is_multiple_of(r)) {
-        // No cut falls inside a row (rows start at multiples of `r`).
-        return fold.fold_rows(values, r, outputs);
-    }
-    for (i, (o, row)) in outputs.iter_mut().zip(values.chunks_exact(r)).enumerate() {
-        let (from, to) = (start + i * r, start + (i + 1) * r);
-        while next_cut <= from {
-            next_cut += eval.row;
-        }
-        let acc = if transposed_clear && next_cut >= to {
-            fold.fold_slice(fold.init(), row)
-        } else {
-            let (mut acc, mut pos) = (fold.init(), from);
-            while pos < to {
-                let stop = eval.piece_end(pos, to);
-                acc = fold.fold_slice(acc, &row[pos - from..stop - from]);
-                pos = stop;
-            }
-            acc
-        };
-        *o = fold.finish(fold.merge(fold.init(), acc));
+        dispatch!(fold.fold_rows(values, r, outputs));
     }
 }
 
