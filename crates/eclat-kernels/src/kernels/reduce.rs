@@ -70,15 +70,21 @@ enum RowFold {
     Min,
 }
 
-/// [`Fold::fold_rows`] for float32 rows of 2 to 16 values on AVX-512, 16
-/// rows at a time: each batch is transposed in registers (value `j` of the 16
-/// rows becomes one vector), then folded in the order `fold_slice` folds one
-/// row, on whole vectors. One row at a time, a row of 10 cost a chain of ten
+/// Longest rows [`fold_rows_f32`] folds across rows. Rows of [`LANES`] or
+/// more fold as well one at a time (their own lanes fill the registers; rows
+/// of 64 batched: 0.38 against 0.12 ns a value).
+const MAX_BATCHED_ROW: usize = LANES - 1;
+
+/// [`Fold::fold_rows`] for float32 rows of 2 to [`MAX_BATCHED_ROW`] values on
+/// AVX-512, 16 rows at a time: each batch is transposed in registers (value
+/// `j` of the 16 rows becomes one vector), then folded in the order
+/// `fold_slice` folds one row ([`sum_in_order`], [`extreme_in_order`]), on
+/// whole vectors. One row at a time, a row of 10 cost a chain of ten
 /// dependent adds or maxima. Returns how many leading rows it folded (whole
 /// batches; none on other SIMD levels or row lengths).
 fn fold_rows_f32(values: &[f32], r: usize, outputs: &mut [f32], kind: RowFold) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() == crate::simd::Level::Avx512 && (2..=16).contains(&r) {
+    if crate::simd::level() == crate::simd::Level::Avx512 && (2..=MAX_BATCHED_ROW).contains(&r) {
         let batches = outputs.len().min(values.len() / r) / 16;
         // SAFETY: `level` only reports AVX-512 when this CPU runs it; the
         // batches lie inside `values` and `outputs`.
@@ -107,7 +113,8 @@ fn fold_rows_if_f32<T: Elem>(values: &[T], r: usize, outputs: &mut [T], kind: Ro
 /// The batches of [`fold_rows_f32`]: `outputs.len()` (a multiple of 16) rows.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `2 <= r <= 16`; `values` holds `outputs.len()` rows of `r`.
+/// The CPU has AVX-512F; `2 <= r <= MAX_BATCHED_ROW`; `values` holds
+/// `outputs.len()` rows of `r`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn fold_row_batches_f32_avx512(
@@ -118,63 +125,57 @@ unsafe fn fold_row_batches_f32_avx512(
 ) {
     use crate::vector::{Avx512F32, Vector};
     use std::arch::x86_64::*;
-    let mut columns = [0f32; 256];
+    // Column j (value j of the 16 rows) at 16·j; the order functions step
+    // through column numbers.
+    let mut columns = [0f32; 16 * MAX_BATCHED_ROW];
+    let numbers: [usize; MAX_BATCHED_ROW] = std::array::from_fn(|j| j);
+    let (numbers, at) = (&numbers[..r], columns.as_ptr());
     for (b, out) in outputs.chunks_exact_mut(16).enumerate() {
         let rows = values.as_ptr().add(16 * r * b);
-        super::elementwise::transpose_16x16(
-            rows as *const i32,
-            r as isize,
-            columns.as_mut_ptr() as *mut i32,
-            16,
-            r,
-        );
-        let column = |j: usize| Avx512F32::load(columns.as_ptr().add(16 * j));
-        if kind != RowFold::Sum {
-            // A row's maximum in order from the identity; merging it into the
-            // identity again changes nothing.
-            let identity = if kind == RowFold::Max {
-                f32::NEG_INFINITY
-            } else {
-                f32::INFINITY
+        for q in (0..r).step_by(16) {
+            let dst = columns.as_mut_ptr().add(16 * q) as *mut i32;
+            let height = (r - q).min(16);
+            super::elementwise::transpose_16x16(
+                rows.add(q) as *const i32,
+                r as isize,
+                dst,
+                16,
+                height,
+            );
+        }
+        if kind == RowFold::Sum {
+            // Rows 0..8 and 8..16 in float64.
+            let zero = [_mm512_setzero_pd(); 2];
+            let add = |a: [__m512d; 2], j: usize| {
+                let half = |h: usize| _mm512_cvtps_pd(_mm256_loadu_ps(at.add(16 * j + 8 * h)));
+                [_mm512_add_pd(a[0], half(0)), _mm512_add_pd(a[1], half(1))]
             };
-            let mut acc = Avx512F32::splat(identity);
-            for j in 0..r {
-                acc = if kind == RowFold::Max {
-                    acc.max_nan(column(j))
-                } else {
-                    acc.min_nan(column(j))
-                };
-            }
-            acc.store(out.as_mut_ptr());
+            let merge = |a: [__m512d; 2], b: [__m512d; 2]| {
+                [_mm512_add_pd(a[0], b[0]), _mm512_add_pd(a[1], b[1])]
+            };
+            let total = merge(zero, sum_in_order(zero, numbers, zero, add, merge));
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm512_cvtpd_ps(total[0]));
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm512_cvtpd_ps(total[1]));
             continue;
         }
-        // Sums in float64, rows 0..8 and 8..16 apart, in `Sum::fold_slice`'s order.
-        let zero = _mm512_setzero_pd();
-        for h in 0..2 {
-            let value =
-                |j: usize| _mm512_cvtps_pd(_mm256_loadu_ps(columns.as_ptr().add(16 * j + 8 * h)));
-            let mut total;
-            if r < FINAL_LANES {
-                total = _mm512_add_pd(zero, zero);
-                for j in 0..r {
-                    total = _mm512_add_pd(total, value(j));
-                }
+        let pick = |a: Avx512F32, b: Avx512F32| {
+            if kind == RowFold::Max {
+                a.max_nan(b)
             } else {
-                total = zero;
-                for i in 0..FINAL_LANES {
-                    let mut lane = _mm512_add_pd(zero, value(i));
-                    if r >= 2 * FINAL_LANES {
-                        lane = _mm512_add_pd(lane, value(i + FINAL_LANES));
-                    }
-                    total = _mm512_add_pd(total, lane);
-                }
-                for j in r / FINAL_LANES * FINAL_LANES..r {
-                    total = _mm512_add_pd(total, value(j));
-                }
+                a.min_nan(b)
             }
-            let sum = _mm512_cvtpd_ps(_mm512_add_pd(zero, total));
-            _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), sum);
-        }
+        };
+        let step = |a: Avx512F32, j: usize| pick(a, Avx512F32::load(at.add(16 * j)));
+        let identity = Avx512F32::splat(if kind == RowFold::Max {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        });
+        pick(
+            identity,
+            extreme_in_order(identity, numbers, identity, step, pick),
+        )
+        .store(out.as_mut_ptr());
     }
 }
 
@@ -252,81 +253,133 @@ fn finish_lanes<T: Copy, A: Copy, const L: usize>(
     short.remainder().iter().fold(total, |a, &x| step(a, x))
 }
 
-/// A float32 sum in float64 in the order of [`fold_in_lanes`], with the
-/// whole chunks in vector registers (LLVM vectorizes the plain lanes two
-/// values at a time: 0.14 ns a value in L1, a chain of adds).
-fn sum_f32(acc: f64, xs: &[f32]) -> f64 {
-    let whole = xs.len() / LANES * LANES;
-    let mut lanes = [0f64; LANES];
-    #[cfg(target_arch = "x86_64")]
-    match crate::simd::level() {
-        // SAFETY: `level` only reports a level whose features this CPU has.
-        crate::simd::Level::Avx512 => unsafe { sum_chunks_f32_avx512(&xs[..whole], &mut lanes) },
-        // SAFETY: as above.
-        crate::simd::Level::Avx2 => unsafe { sum_chunks_f32_avx2(&xs[..whole], &mut lanes) },
-        _ => sum_chunks_f32(&xs[..whole], &mut lanes),
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    sum_chunks_f32(&xs[..whole], &mut lanes);
-    let add = |a: f64, x: f32| a + x as f64;
-    finish_lanes(acc, lanes, &xs[whole..], add, |a, b| a + b)
-}
-
-/// Adds chunk lane `i` of `xs` (whole chunks of [`LANES`]) into `lanes[i]`.
+/// The order in which a sum folds a slice ([`Sum::fold_slice`]), on any
+/// values: scalars, or vectors holding one value of each of 16 rows
+/// ([`fold_row_batches_f32_avx512`]). Fewer than [`FINAL_LANES`] values go in
+/// order after adding zero once (what the zero lanes would add: it turns -0
+/// into +0); fewer than [`LANES`] start from the last lanes only.
 #[inline(always)]
-fn sum_chunks_f32(xs: &[f32], lanes: &mut [f64; LANES]) {
-    for c in xs.chunks_exact(LANES) {
-        for i in 0..LANES {
-            lanes[i] += c[i] as f64;
-        }
+fn sum_in_order<T: Copy, A: Copy>(
+    acc: A,
+    xs: &[T],
+    zero: A,
+    add: impl Fn(A, T) -> A,
+    merge: impl Fn(A, A) -> A,
+) -> A {
+    if xs.len() < FINAL_LANES {
+        let total = merge(acc, zero);
+        return xs.iter().fold(total, |a, &x| add(a, x));
+    }
+    if xs.len() < LANES {
+        return finish_lanes(acc, [zero; FINAL_LANES], xs, add, merge);
+    }
+    fold_in_lanes(acc, xs, zero, add, merge)
+}
+
+/// The order in which a maximum or minimum folds a slice: fewer values than
+/// [`LANES`] in order (the identity lanes would change nothing), more in lanes.
+#[inline(always)]
+fn extreme_in_order<T: Copy, A: Copy>(
+    acc: A,
+    xs: &[T],
+    identity: A,
+    step: impl Fn(A, T) -> A,
+    merge: impl Fn(A, A) -> A,
+) -> A {
+    if xs.len() < LANES {
+        return xs.iter().fold(acc, |a, &x| step(a, x));
+    }
+    fold_in_lanes(acc, xs, identity, step, merge)
+}
+
+/// A float32 sum in float64 in the order of [`fold_in_lanes`], with the lanes
+/// in vector registers down to the last [`FINAL_LANES`] (LLVM vectorizes the
+/// plain lanes two values at a time: 0.14 ns a value in L1, a chain of adds).
+fn sum_f32(acc: f64, xs: &[f32]) -> f64 {
+    let add = |a: f64, x: f32| a + x as f64;
+    #[cfg(target_arch = "x86_64")]
+    let (lanes, done) = match crate::simd::level() {
+        // SAFETY: `level` only reports a level whose features this CPU has.
+        crate::simd::Level::Avx512 => unsafe { sum_lanes_f32_avx512(xs) },
+        // SAFETY: as above.
+        crate::simd::Level::Avx2 => unsafe { sum_lanes_f32_avx2(xs) },
+        _ => return fold_in_lanes(acc, xs, 0.0, add, |a, b| a + b),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    return fold_in_lanes(acc, xs, 0.0, add, |a, b| a + b);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let total = lanes.iter().fold(acc, |a, &l| a + l);
+        xs[done..].iter().fold(total, |a, &x| add(a, x))
     }
 }
 
-/// [`sum_chunks_f32`] in four AVX-512 registers.
+/// The lanes of [`sum_f32`] in four AVX-512 registers: whole chunks, then
+/// chunks of [`FINAL_LANES`] into the first lanes, then the halving. Returns
+/// the last lanes and how many values they hold.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn sum_chunks_f32_avx512(xs: &[f32], lanes: &mut [f64; LANES]) {
+unsafe fn sum_lanes_f32_avx512(xs: &[f32]) -> ([f64; FINAL_LANES], usize) {
     use std::arch::x86_64::*;
-    let p = xs.as_ptr();
-    let mut acc: [__m512d; 4] = std::array::from_fn(|k| _mm512_loadu_pd(lanes.as_ptr().add(8 * k)));
-    for c in 0..xs.len() / LANES {
+    let (p, n) = (xs.as_ptr(), xs.len());
+    let eight = |at: usize| _mm512_cvtps_pd(_mm256_loadu_ps(p.add(at)));
+    let mut acc = [_mm512_setzero_pd(); 4];
+    let mut at = 0;
+    while at + LANES <= n {
         for (k, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_add_pd(
-                *a,
-                _mm512_cvtps_pd(_mm256_loadu_ps(p.add(c * LANES + 8 * k))),
-            );
+            *a = _mm512_add_pd(*a, eight(at + 8 * k));
         }
+        at += LANES;
     }
-    for (k, a) in acc.iter().enumerate() {
-        _mm512_storeu_pd(lanes.as_mut_ptr().add(8 * k), *a);
+    while at + FINAL_LANES <= n {
+        acc[0] = _mm512_add_pd(acc[0], eight(at));
+        at += FINAL_LANES;
     }
+    // Lanes i and i + 16, then i and i + 8.
+    let (a, b) = (_mm512_add_pd(acc[0], acc[2]), _mm512_add_pd(acc[1], acc[3]));
+    let mut lanes = [0f64; FINAL_LANES];
+    _mm512_storeu_pd(lanes.as_mut_ptr(), _mm512_add_pd(a, b));
+    (lanes, at)
 }
 
-/// [`sum_chunks_f32`] in eight AVX2 registers.
+/// [`sum_lanes_f32_avx512`] in eight AVX2 registers.
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn sum_chunks_f32_avx2(xs: &[f32], lanes: &mut [f64; LANES]) {
+unsafe fn sum_lanes_f32_avx2(xs: &[f32]) -> ([f64; FINAL_LANES], usize) {
     use std::arch::x86_64::*;
-    let p = xs.as_ptr();
-    let mut acc: [__m256d; 8] = std::array::from_fn(|k| _mm256_loadu_pd(lanes.as_ptr().add(4 * k)));
-    for c in 0..xs.len() / LANES {
+    let (p, n) = (xs.as_ptr(), xs.len());
+    let four = |at: usize| _mm256_cvtps_pd(_mm_loadu_ps(p.add(at)));
+    let mut acc = [_mm256_setzero_pd(); 8];
+    let mut at = 0;
+    while at + LANES <= n {
         for (k, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm_loadu_ps(p.add(c * LANES + 4 * k))));
+            *a = _mm256_add_pd(*a, four(at + 4 * k));
         }
+        at += LANES;
     }
-    for (k, a) in acc.iter().enumerate() {
-        _mm256_storeu_pd(lanes.as_mut_ptr().add(4 * k), *a);
+    while at + FINAL_LANES <= n {
+        acc[0] = _mm256_add_pd(acc[0], four(at));
+        acc[1] = _mm256_add_pd(acc[1], four(at + 4));
+        at += FINAL_LANES;
     }
+    // Lanes i and i + 16, then i and i + 8.
+    for k in 0..4 {
+        acc[k] = _mm256_add_pd(acc[k], acc[k + 4]);
+    }
+    let mut lanes = [0f64; FINAL_LANES];
+    _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(acc[0], acc[2]));
+    _mm256_storeu_pd(lanes.as_mut_ptr().add(4), _mm256_add_pd(acc[1], acc[3]));
+    (lanes, at)
 }
 
 /// A float32 maximum or minimum in the order of [`fold_in_lanes`], with the
-/// whole chunks in vector registers.
+/// lanes in vector registers down to one register.
 fn extreme_f32(
     acc: f32,
     xs: &[f32],
@@ -334,73 +387,81 @@ fn extreme_f32(
     pick: fn(f32, f32) -> f32,
     is_max: bool,
 ) -> f32 {
-    let whole = xs.len() / LANES * LANES;
-    let mut lanes = [identity; LANES];
     #[cfg(target_arch = "x86_64")]
-    {
+    let (lanes, done) = {
         use crate::vector::{Avx2F32, Avx512F32};
-        let chunks = &xs[..whole];
         match crate::simd::level() {
             // SAFETY: `level` only reports a level whose features this CPU has.
             crate::simd::Level::Avx512 => unsafe {
-                crate::simd::avx512(|| extreme_chunks_f32::<Avx512F32>(chunks, &mut lanes, is_max))
+                crate::simd::avx512(|| extreme_lanes_f32::<Avx512F32>(xs, identity, pick, is_max))
             },
             // SAFETY: as above.
             crate::simd::Level::Avx2 => unsafe {
-                crate::simd::avx2(|| extreme_chunks_f32::<Avx2F32>(chunks, &mut lanes, is_max))
+                crate::simd::avx2(|| extreme_lanes_f32::<Avx2F32>(xs, identity, pick, is_max))
             },
-            _ => lanes = fold_chunks(chunks, lanes, pick),
+            _ => return fold_in_lanes(acc, xs, identity, pick, pick),
         }
-    }
+    };
     #[cfg(not(target_arch = "x86_64"))]
+    return fold_in_lanes(acc, xs, identity, pick, pick);
+    #[cfg(target_arch = "x86_64")]
     {
-        lanes = fold_chunks(&xs[..whole], lanes, pick);
+        let total = lanes.iter().fold(acc, |a, &l| pick(a, l));
+        xs[done..].iter().fold(total, |a, &x| pick(a, x))
     }
-    finish_lanes(acc, lanes, &xs[whole..], pick, pick)
 }
 
-/// Steps chunk lane `i` of `xs` (whole chunks of [`LANES`]) into `lanes[i]`.
-#[inline(always)]
-fn fold_chunks<T: Copy, A: Copy>(
-    xs: &[T],
-    mut lanes: [A; LANES],
-    step: impl Fn(A, T) -> A,
-) -> [A; LANES] {
-    for c in xs.chunks_exact(LANES) {
-        for i in 0..LANES {
-            lanes[i] = step(lanes[i], c[i]);
-        }
-    }
-    lanes
-}
-
-/// The whole chunks of [`extreme_f32`] in registers of `V`.
+/// The lanes of [`extreme_f32`] in registers of `V` (8 or 16 lanes): whole
+/// chunks, chunks of [`FINAL_LANES`] into the first lanes (with identities
+/// above them in a wider register: picking the identity changes nothing),
+/// the halving across registers, then within one. Returns the last lanes and
+/// how many values they hold.
 ///
 /// # Safety
 /// Called from code compiled with `V`'s features.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn extreme_chunks_f32<V: crate::vector::Vector<f32>>(
+unsafe fn extreme_lanes_f32<V: crate::vector::Vector<f32>>(
     xs: &[f32],
-    lanes: &mut [f32; LANES],
+    identity: f32,
+    pick: fn(f32, f32) -> f32,
     is_max: bool,
-) {
-    let n = LANES / V::LANES;
-    debug_assert!(n <= 4, "at least 8 lanes a vector");
-    let mut acc = [V::splat(0.0); 4];
-    for (k, a) in acc[..n].iter_mut().enumerate() {
-        *a = V::load(lanes.as_ptr().add(k * V::LANES));
+) -> ([f32; FINAL_LANES], usize) {
+    let (w, p, n) = (V::LANES, xs.as_ptr(), xs.len());
+    debug_assert!(w == 8 || w == 16);
+    let pick_v = |a: V, b: V| if is_max { a.max_nan(b) } else { a.min_nan(b) };
+    let mut acc = [V::splat(identity); 4];
+    let mut at = 0;
+    while at + LANES <= n {
+        for (k, a) in acc.iter_mut().take(LANES / w).enumerate() {
+            *a = pick_v(*a, V::load(p.add(at + k * w)));
+        }
+        at += LANES;
     }
-    let p = xs.as_ptr();
-    for c in 0..xs.len() / LANES {
-        for (k, a) in acc[..n].iter_mut().enumerate() {
-            let x = V::load(p.add(c * LANES + k * V::LANES));
-            *a = if is_max { a.max_nan(x) } else { a.min_nan(x) };
+    let mut padded = [identity; 16];
+    while at + FINAL_LANES <= n {
+        padded[..FINAL_LANES].copy_from_slice(&xs[at..at + FINAL_LANES]);
+        acc[0] = pick_v(acc[0], V::load(padded.as_ptr()));
+        at += FINAL_LANES;
+    }
+    let mut width = LANES;
+    while width / 2 >= w.max(FINAL_LANES) {
+        width /= 2;
+        for k in 0..width / w {
+            acc[k] = pick_v(acc[k], acc[k + width / w]);
         }
     }
-    for (k, a) in acc[..n].iter().enumerate() {
-        a.store(lanes.as_mut_ptr().add(k * V::LANES));
+    let mut lanes = [identity; 16];
+    acc[0].store(lanes.as_mut_ptr());
+    while width > FINAL_LANES {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] = pick(lanes[i], lanes[i + width]);
+        }
     }
+    let mut last = [identity; FINAL_LANES];
+    last.copy_from_slice(&lanes[..FINAL_LANES]);
+    (last, at)
 }
 
 impl<T: Num> Fold<T> for Sum {
@@ -423,12 +484,6 @@ impl<T: Num> Fold<T> for Sum {
     }
     #[inline(always)]
     fn fold_slice(&self, acc: T::Acc, xs: &[T]) -> T::Acc {
-        if xs.len() < FINAL_LANES {
-            // The lanes would stay zero: adding them is adding zero once (it
-            // turns -0 into +0) — the same bits without a chain of adds.
-            let total = T::acc_add(acc, T::ZERO.acc());
-            return xs.iter().fold(total, |a, &x| T::acc_add(a, x.acc()));
-        }
         if T::DTYPE == crate::DType::F32 && xs.len() >= LANES {
             // SAFETY: T is f32, whose accumulator is f64.
             unsafe {
@@ -437,11 +492,8 @@ impl<T: Num> Fold<T> for Sum {
                 return std::mem::transmute_copy(&total);
             }
         }
-        let (zero, add) = (T::ZERO.acc(), |a, x: T| T::acc_add(a, x.acc()));
-        if xs.len() < LANES {
-            return finish_lanes(acc, [zero; FINAL_LANES], xs, add, T::acc_add);
-        }
-        fold_in_lanes(acc, xs, zero, add, T::acc_add)
+        let add = |a, x: T| T::acc_add(a, x.acc());
+        sum_in_order(acc, xs, T::ZERO.acc(), add, T::acc_add)
     }
     #[inline(always)]
     fn fold_rows(&self, values: &[T], r: usize, outputs: &mut [T]) {
@@ -662,11 +714,7 @@ macro_rules! extreme_fold {
             }
             #[inline(always)]
             fn fold_slice(&self, acc: T, xs: &[T]) -> T {
-                // The identity leaves a value as it is, so short slices skip the lanes.
-                if xs.len() < LANES {
-                    return xs.iter().fold(acc, |a, &x| $pick(a, x));
-                }
-                if T::DTYPE == crate::DType::F32 {
+                if T::DTYPE == crate::DType::F32 && xs.len() >= LANES {
                     // SAFETY: T is f32.
                     unsafe {
                         let xs = std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len());
@@ -680,7 +728,7 @@ macro_rules! extreme_fold {
                         return std::mem::transmute_copy(&total);
                     }
                 }
-                fold_in_lanes(acc, xs, T::$identity, $pick, $pick)
+                extreme_in_order(acc, xs, T::$identity, $pick, $pick)
             }
             #[inline(always)]
             fn fold_rows(&self, values: &[T], r: usize, outputs: &mut [T]) {
@@ -1260,6 +1308,44 @@ mod tests {
                 }
             }
         }
+        // Ties between signed zeros placed by lane: a maximum keeps the zero
+        // of the lane its order reaches first, so moving values between
+        // lanes or picking in another order shows. Whole chunks give lanes
+        // 0..8 (or 16..24) +0 and the others -0 (or -1); chunks of 8 after
+        // them give -0; the rest is -1. Minima see the same with +1.
+        for (n, plus_lanes, others) in [
+            (72, 0..8, -0.0),
+            (72, 16..24, -1.0),
+            (107, 0..8, -0.0),
+            (107, 16..24, -1.0),
+        ] {
+            for sign in [1.0f32, -1.0] {
+                let whole = n / LANES * LANES;
+                let xs: Vec<f32> = (0..n)
+                    .map(|i| match i {
+                        i if i < whole && plus_lanes.contains(&(i % LANES)) => 0.0,
+                        // Zeros keep their sign; -1 becomes +1 for minima.
+                        i if i < whole && others == 0.0 => others,
+                        i if i < whole => others * sign,
+                        i if i < whole + (n - whole) / FINAL_LANES * FINAL_LANES => -0.0,
+                        _ => -sign,
+                    })
+                    .collect();
+                let (fold, pick): (&dyn Fold<f32, Acc = f32>, fn(f32, f32) -> f32) =
+                    match sign > 0.0 {
+                        true => (&Max, max_nan),
+                        false => (&Min, min_nan),
+                    };
+                let identity = fold.init();
+                let want = fold_in_lanes(identity, &xs, identity, pick, pick);
+                let got = fold.fold_slice(identity, &xs);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "zeros in lanes {plus_lanes:?} of {n}, sign {sign}"
+                );
+            }
+        }
     }
 
     /// Short float32 rows folded 16 at a time across vector lanes give each
@@ -1268,7 +1354,7 @@ mod tests {
     #[test]
     fn short_rows_fold_across_lanes_as_one_at_a_time() {
         let other_nan = f32::from_bits(f32::NAN.to_bits() | 1);
-        for r in 1..=18 {
+        for r in (1..=18).chain([31, 32, 33, 47, 64, 65]) {
             let rows = 16 * 5 + 3;
             for positive in [true, false] {
                 // Each row holds 2^60 and -2^60 at places that move from row
