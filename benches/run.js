@@ -196,6 +196,22 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
     })
   }
   add({
+    name: 'm: max axis 1, 4096x4096',
+    bytes: 4 * R * R, limit: 'read',
+    eclat: () => em.max(1).dataSync(),
+    js: () => {
+      const o = new Float32Array(R)
+      for (let i = 0; i < R; i++) {
+        let a = -Infinity, b = -Infinity
+        for (let j = 0; j < R; j += 2) { a = Math.max(a, m[i * R + j]); b = Math.max(b, m[i * R + j + 1]) }
+        o[i] = Math.max(a, b)
+      }
+      return o
+    },
+    tf: (t) => () => tf.tidy(() => tf.max(t.m, 1).dataSync()),
+    tfSetup: () => ({ m: tf.tensor2d(m, [R, R]) }),
+  })
+  add({
     name: 'd: cumsum axis 1, 4096x4096',
     bytes: 8 * R * R, limit: 'triad',
     eclat: () => steady(em.cumsum(1)),
@@ -253,6 +269,33 @@ const add = (w) => (!only || only.some((o) => w.name.startsWith(o))) && workload
       return o
     },
     tf: (t) => () => tf.tidy(() => tf.softmax(t.x).dataSync()),
+    tfSetup: () => ({ x: tf.tensor2d(x, [rows, C]) }),
+  })
+}
+{
+  // Rows of 100 (a softmax's or a layer norm's width): logsumexp reads each
+  // row for its max, then again for its sum of exponentials.
+  const C = 100
+  const rows = 160_000
+  const x = seeded(rows * C, 7, 4)
+  const ex = E.tensor(x, { shape: [rows, C] })
+  add({
+    name: 'n: logsumexp over rows of 100, 160K rows',
+    bytes: 4 * rows * C, limit: 'read',
+    eclat: () => ex.logsumexp(1).dataSync(),
+    js: () => {
+      const o = new Float32Array(rows)
+      for (let r = 0; r < rows; r++) {
+        const at = r * C
+        let max = -Infinity
+        for (let j = 0; j < C; j++) max = Math.max(max, x[at + j])
+        let sum = 0
+        for (let j = 0; j < C; j++) sum += Math.exp(x[at + j] - max)
+        o[r] = Math.log(sum) + max
+      }
+      return o
+    },
+    tf: (t) => () => tf.tidy(() => tf.logSumExp(t.x, 1).dataSync()),
     tfSetup: () => ({ x: tf.tensor2d(x, [rows, C]) }),
   })
 }
