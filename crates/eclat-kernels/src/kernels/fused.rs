@@ -1699,9 +1699,9 @@ mod tests {
     use crate::program::{Expr, Step, StepOp};
 
     /// Rows evaluated several at a time fold to the bits of rows evaluated one
-    /// at a time: `x * y` reduced over rows of `r`, where `y`'s runs cut each
-    /// row (every other element of a wider buffer), `x` is read transposed,
-    /// or both sources are contiguous.
+    /// at a time: `x * y` reduced over rows of `r`, where `y` is read in runs
+    /// shorter than a row (every other element of a wider buffer), `x` is
+    /// read transposed, or both sources are contiguous.
     #[test]
     fn short_rows_fold_as_rows_one_at_a_time() {
         let mut checked = 0;

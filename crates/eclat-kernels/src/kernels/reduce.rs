@@ -21,7 +21,8 @@ pub trait Fold<T: Copy>: Sync {
     fn step(&self, acc: Self::Acc, x: T) -> Self::Acc;
     fn merge(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
     fn finish(&self, acc: Self::Acc) -> T;
-    /// Folds a contiguous run; sums override it with independent lanes.
+    /// Folds a contiguous run; sums, maxima and minima override it with
+    /// independent lanes.
     #[inline(always)]
     fn fold_slice(&self, acc: Self::Acc, xs: &[T]) -> Self::Acc {
         xs.iter().fold(acc, |a, &x| self.step(a, x))
