@@ -63,12 +63,47 @@ fn fold_rows_one_by_one<T: Copy, F: Fold<T> + ?Sized>(
     }
 }
 
-/// The float32 folds [`fold_rows_f32`] runs across rows.
+/// The float32 folds with vector paths of their own ([`fold_rows_f32`],
+/// [`extreme_f32`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RowFold {
     Sum,
     Max,
     Min,
+}
+
+impl RowFold {
+    /// A maximum's or minimum's starting value (picking it changes nothing).
+    fn identity(self) -> f32 {
+        if self == RowFold::Max {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        }
+    }
+
+    /// A maximum's or minimum's pick of one of two values.
+    fn pick(self) -> fn(f32, f32) -> f32 {
+        if self == RowFold::Max {
+            max_nan
+        } else {
+            min_nan
+        }
+    }
+
+    /// [`RowFold::pick`] lane by lane.
+    ///
+    /// # Safety
+    /// Called from code compiled with `V`'s features.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn pick_lanes<V: crate::vector::Vector<f32>>(self, a: V, b: V) -> V {
+        if self == RowFold::Max {
+            a.max_nan(b)
+        } else {
+            a.min_nan(b)
+        }
+    }
 }
 
 /// Longest rows [`fold_rows_f32`] folds across rows. Rows of [`LANES`] or
@@ -159,19 +194,9 @@ unsafe fn fold_row_batches_f32_avx512(
             _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm512_cvtpd_ps(total[1]));
             continue;
         }
-        let pick = |a: Avx512F32, b: Avx512F32| {
-            if kind == RowFold::Max {
-                a.max_nan(b)
-            } else {
-                a.min_nan(b)
-            }
-        };
+        let pick = |a: Avx512F32, b: Avx512F32| kind.pick_lanes(a, b);
         let step = |a: Avx512F32, j: usize| pick(a, Avx512F32::load(at.add(16 * j)));
-        let identity = Avx512F32::splat(if kind == RowFold::Max {
-            f32::NEG_INFINITY
-        } else {
-            f32::INFINITY
-        });
+        let identity = Avx512F32::splat(kind.identity());
         pick(
             identity,
             extreme_in_order(identity, numbers, identity, step, pick),
@@ -381,24 +406,19 @@ unsafe fn sum_lanes_f32_avx2(xs: &[f32]) -> ([f64; FINAL_LANES], usize) {
 
 /// A float32 maximum or minimum in the order of [`fold_in_lanes`], with the
 /// lanes in vector registers down to one register.
-fn extreme_f32(
-    acc: f32,
-    xs: &[f32],
-    identity: f32,
-    pick: fn(f32, f32) -> f32,
-    is_max: bool,
-) -> f32 {
+fn extreme_f32(acc: f32, xs: &[f32], kind: RowFold) -> f32 {
+    let (identity, pick) = (kind.identity(), kind.pick());
     #[cfg(target_arch = "x86_64")]
     let (lanes, done) = {
         use crate::vector::{Avx2F32, Avx512F32};
         match crate::simd::level() {
             // SAFETY: `level` only reports a level whose features this CPU has.
             crate::simd::Level::Avx512 => unsafe {
-                crate::simd::avx512(|| extreme_lanes_f32::<Avx512F32>(xs, identity, pick, is_max))
+                crate::simd::avx512(|| extreme_lanes_f32::<Avx512F32>(xs, kind))
             },
             // SAFETY: as above.
             crate::simd::Level::Avx2 => unsafe {
-                crate::simd::avx2(|| extreme_lanes_f32::<Avx2F32>(xs, identity, pick, is_max))
+                crate::simd::avx2(|| extreme_lanes_f32::<Avx2F32>(xs, kind))
             },
             _ => return fold_in_lanes(acc, xs, identity, pick, pick),
         }
@@ -424,13 +444,12 @@ fn extreme_f32(
 #[inline(always)]
 unsafe fn extreme_lanes_f32<V: crate::vector::Vector<f32>>(
     xs: &[f32],
-    identity: f32,
-    pick: fn(f32, f32) -> f32,
-    is_max: bool,
+    kind: RowFold,
 ) -> ([f32; FINAL_LANES], usize) {
     let (w, p, n) = (V::LANES, xs.as_ptr(), xs.len());
     debug_assert!(w == 8 || w == 16);
-    let pick_v = |a: V, b: V| if is_max { a.max_nan(b) } else { a.min_nan(b) };
+    let (identity, pick) = (kind.identity(), kind.pick());
+    let pick_v = |a: V, b: V| kind.pick_lanes(a, b);
     let mut acc = [V::splat(identity); 4];
     let mut at = 0;
     while at + LANES <= n {
@@ -694,7 +713,7 @@ impl<T: Num> Fold<T> for Prod {
 /// rows of accumulators vectorize. No output folds an empty set: the callers
 /// reject a maximum over zero elements.
 macro_rules! extreme_fold {
-    ($name:ident, $pick:ident, $identity:ident, $is_max:literal) => {
+    ($name:ident, $pick:ident, $identity:ident, $kind:expr) => {
         impl<T: Elem> Fold<T> for $name {
             type Acc = T;
             #[inline(always)]
@@ -719,13 +738,7 @@ macro_rules! extreme_fold {
                     // SAFETY: T is f32.
                     unsafe {
                         let xs = std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len());
-                        let total = extreme_f32(
-                            std::mem::transmute_copy(&acc),
-                            xs,
-                            f32::$identity,
-                            $pick,
-                            $is_max,
-                        );
+                        let total = extreme_f32(std::mem::transmute_copy(&acc), xs, $kind);
                         return std::mem::transmute_copy(&total);
                     }
                 }
@@ -733,15 +746,14 @@ macro_rules! extreme_fold {
             }
             #[inline(always)]
             fn fold_rows(&self, values: &[T], r: usize, outputs: &mut [T]) {
-                let kind = if $is_max { RowFold::Max } else { RowFold::Min };
-                let done = fold_rows_if_f32(values, r, outputs, kind);
+                let done = fold_rows_if_f32(values, r, outputs, $kind);
                 fold_rows_one_by_one(self, &values[done * r..], r, &mut outputs[done..]);
             }
         }
     };
 }
-extreme_fold!(Max, max_nan, LOWEST, true);
-extreme_fold!(Min, min_nan, HIGHEST, false);
+extreme_fold!(Max, max_nan, LOWEST, RowFold::Max);
+extreme_fold!(Min, min_nan, HIGHEST, RowFold::Min);
 
 /// `rows[i]` = the fold of the `m` contiguous values at `b + i·step`, from
 /// the fold's start: the value `reduce` gives a row of at most [`BLOCK`]
