@@ -83,11 +83,30 @@ impl RowFold {
     }
 
     /// A maximum's or minimum's pick of one of two values.
-    fn pick(self) -> fn(f32, f32) -> f32 {
+    #[inline(always)]
+    fn pick(self, a: f32, b: f32) -> f32 {
         if self == RowFold::Max {
-            max_nan
+            max_nan(a, b)
         } else {
-            min_nan
+            min_nan(a, b)
+        }
+    }
+
+    /// [`RowFold::pick`] of two numbers (neither NaN): one max or min
+    /// instruction on x86, where the NaN-propagating pick takes four.
+    #[inline(always)]
+    fn pick_numbers(self, a: f32, b: f32) -> f32 {
+        // Ties keep `a`, as `max_nan` does (it matters for signed zeros).
+        if self == RowFold::Max {
+            if b > a {
+                b
+            } else {
+                a
+            }
+        } else if b < a {
+            b
+        } else {
+            a
         }
     }
 
@@ -104,6 +123,36 @@ impl RowFold {
             a.min_nan(b)
         }
     }
+
+    /// [`RowFold::pick_numbers`] lane by lane.
+    ///
+    /// # Safety
+    /// Called from code compiled with `V`'s features.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn pick_number_lanes<V: crate::vector::Vector<f32>>(self, a: V, b: V) -> V {
+        if self == RowFold::Max {
+            a.max_nan_by_number(b)
+        } else {
+            a.min_nan_by_number(b)
+        }
+    }
+}
+
+/// Whether none of the vectors of `V` at `at(0)`, ..., `at(n - 1)` holds a NaN.
+///
+/// # Safety
+/// Called from code compiled with `V`'s features; each `at(j)` points at a
+/// whole vector.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn no_nan_in<V: crate::vector::Vector<f32>>(
+    n: usize,
+    at: impl Fn(usize) -> *const f32,
+) -> bool {
+    (0..n)
+        .fold(V::splat(0.0), |m, j| V::load(at(j)).max_magnitude(m))
+        .magnitudes_at_most(f32::INFINITY)
 }
 
 /// Longest rows [`fold_rows_f32`] folds across rows. Rows of [`LANES`] or
@@ -194,14 +243,24 @@ unsafe fn fold_row_batches_f32_avx512(
             _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm512_cvtpd_ps(total[1]));
             continue;
         }
-        let pick = |a: Avx512F32, b: Avx512F32| kind.pick_lanes(a, b);
-        let step = |a: Avx512F32, j: usize| pick(a, Avx512F32::load(at.add(16 * j)));
         let identity = Avx512F32::splat(kind.identity());
-        pick(
-            identity,
-            extreme_in_order(identity, numbers, identity, step, pick),
-        )
-        .store(out.as_mut_ptr());
+        let column = |j: usize| Avx512F32::load(at.add(16 * j));
+        let total = if no_nan_in::<Avx512F32>(r, |j| at.add(16 * j)) {
+            let pick = |a: Avx512F32, b: Avx512F32| kind.pick_number_lanes(a, b);
+            let step = |a: Avx512F32, j: usize| pick(a, column(j));
+            pick(
+                identity,
+                extreme_in_order(identity, numbers, identity, step, pick),
+            )
+        } else {
+            let pick = |a: Avx512F32, b: Avx512F32| kind.pick_lanes(a, b);
+            let step = |a: Avx512F32, j: usize| pick(a, column(j));
+            pick(
+                identity,
+                extreme_in_order(identity, numbers, identity, step, pick),
+            )
+        };
+        total.store(out.as_mut_ptr());
     }
 }
 
@@ -404,84 +463,151 @@ unsafe fn sum_lanes_f32_avx2(xs: &[f32]) -> ([f64; FINAL_LANES], usize) {
     (lanes, at)
 }
 
-/// A float32 maximum or minimum in the order of [`fold_in_lanes`], with the
-/// lanes in vector registers down to one register.
+/// A float32 maximum or minimum in the order of [`fold_in_lanes`], in vector
+/// registers down to one register. Without a NaN (the usual case) every pick
+/// is one max or min instruction, which picks what [`RowFold::pick`] picks
+/// among numbers; a NaN anywhere refolds with the NaN-propagating picks.
+#[inline(always)]
 fn extreme_f32(acc: f32, xs: &[f32], kind: RowFold) -> f32 {
-    let (identity, pick) = (kind.identity(), kind.pick());
-    #[cfg(target_arch = "x86_64")]
-    let (lanes, done) = {
-        use crate::vector::{Avx2F32, Avx512F32};
-        match crate::simd::level() {
-            // SAFETY: `level` only reports a level whose features this CPU has.
-            crate::simd::Level::Avx512 => unsafe {
-                crate::simd::avx512(|| extreme_lanes_f32::<Avx512F32>(xs, kind))
-            },
-            // SAFETY: as above.
-            crate::simd::Level::Avx2 => unsafe {
-                crate::simd::avx2(|| extreme_lanes_f32::<Avx2F32>(xs, kind))
-            },
-            _ => return fold_in_lanes(acc, xs, identity, pick, pick),
-        }
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    return fold_in_lanes(acc, xs, identity, pick, pick);
-    #[cfg(target_arch = "x86_64")]
-    {
-        let total = lanes.iter().fold(acc, |a, &l| pick(a, l));
-        xs[done..].iter().fold(total, |a, &x| pick(a, x))
+    // The kind as a constant from here on, so that each pick compiles to one
+    // instruction, not to both picks and a select between them.
+    if kind == RowFold::Max {
+        extreme_f32_of::<true>(acc, xs)
+    } else {
+        extreme_f32_of::<false>(acc, xs)
     }
 }
 
-/// The lanes of [`extreme_f32`] in registers of `V` (8 or 16 lanes): whole
-/// chunks, chunks of [`FINAL_LANES`] into the first lanes (with identities
-/// above them in a wider register: picking the identity changes nothing),
-/// the halving across registers, then within one. Returns the last lanes and
-/// how many values they hold.
+/// [`extreme_f32`] of a maximum (`MAX`) or a minimum.
+#[inline(always)]
+fn extreme_f32_of<const MAX: bool>(acc: f32, xs: &[f32]) -> f32 {
+    let kind = if MAX { RowFold::Max } else { RowFold::Min };
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::vector::{Avx2F32, Avx512F32};
+        match crate::simd::level() {
+            // SAFETY: `level` only reports a level whose features this CPU has.
+            crate::simd::Level::Avx512 => {
+                return unsafe {
+                    crate::simd::avx512(
+                        #[inline(always)]
+                        || extreme_in_registers::<Avx512F32, MAX>(acc, xs),
+                    )
+                }
+            }
+            // SAFETY: as above.
+            crate::simd::Level::Avx2 => {
+                return unsafe {
+                    crate::simd::avx2(
+                        #[inline(always)]
+                        || extreme_in_registers::<Avx2F32, MAX>(acc, xs),
+                    )
+                }
+            }
+            _ => {}
+        }
+    }
+    let pick = |a, b| kind.pick(a, b);
+    fold_in_lanes(acc, xs, kind.identity(), pick, pick)
+}
+
+/// [`extreme_f32_of`] in registers of `V`: by numbers, or again with the
+/// NaN-propagating picks if a NaN turned up.
 ///
 /// # Safety
 /// Called from code compiled with `V`'s features.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn extreme_lanes_f32<V: crate::vector::Vector<f32>>(
+unsafe fn extreme_in_registers<V: crate::vector::Vector<f32>, const MAX: bool>(
+    acc: f32,
+    xs: &[f32],
+) -> f32 {
+    let kind = if MAX { RowFold::Max } else { RowFold::Min };
+    match extreme_lanes_f32::<V, true>(acc, xs, kind) {
+        Some(total) => total,
+        None => extreme_lanes_f32::<V, false>(acc, xs, kind).unwrap_or(f32::NAN),
+    }
+}
+
+/// The fold of [`extreme_f32`] in registers of `V` (8 or 16 lanes): whole
+/// chunks, chunks of [`FINAL_LANES`] into the first lanes (with identities
+/// above them in a wider register: picking the identity changes nothing),
+/// the halving across registers, then within one, then the last lanes and
+/// the values left in order. `NUMBERS`: picks by [`RowFold::pick_numbers`],
+/// and `None` if a value is NaN (the picks would then differ; a NaN `acc`
+/// both keep).
+///
+/// # Safety
+/// Called from code compiled with `V`'s features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn extreme_lanes_f32<V: crate::vector::Vector<f32>, const NUMBERS: bool>(
+    acc: f32,
     xs: &[f32],
     kind: RowFold,
-) -> ([f32; FINAL_LANES], usize) {
+) -> Option<f32> {
     let (w, p, n) = (V::LANES, xs.as_ptr(), xs.len());
     debug_assert!(w == 8 || w == 16);
-    let (identity, pick) = (kind.identity(), kind.pick());
-    let pick_v = |a: V, b: V| kind.pick_lanes(a, b);
-    let mut acc = [V::splat(identity); 4];
+    let identity = kind.identity();
+    let pick = |a: f32, b: f32| {
+        if NUMBERS {
+            kind.pick_numbers(a, b)
+        } else {
+            kind.pick(a, b)
+        }
+    };
+    let pick_v = |a: V, b: V| {
+        if NUMBERS {
+            kind.pick_number_lanes(a, b)
+        } else {
+            kind.pick_lanes(a, b)
+        }
+    };
+    // The largest magnitude loaded (NaN ranks above infinity).
+    let mut magnitude = V::splat(0.0);
+    let mut load = |at: *const f32| {
+        let x = V::load(at);
+        if NUMBERS {
+            magnitude = x.max_magnitude(magnitude);
+        }
+        x
+    };
+    let mut acc_v = [V::splat(identity); 4];
     let mut at = 0;
     while at + LANES <= n {
-        for (k, a) in acc.iter_mut().take(LANES / w).enumerate() {
-            *a = pick_v(*a, V::load(p.add(at + k * w)));
+        for (k, a) in acc_v.iter_mut().take(LANES / w).enumerate() {
+            *a = pick_v(*a, load(p.add(at + k * w)));
         }
         at += LANES;
     }
     let mut padded = [identity; 16];
     while at + FINAL_LANES <= n {
         padded[..FINAL_LANES].copy_from_slice(&xs[at..at + FINAL_LANES]);
-        acc[0] = pick_v(acc[0], V::load(padded.as_ptr()));
+        acc_v[0] = pick_v(acc_v[0], load(padded.as_ptr()));
         at += FINAL_LANES;
+    }
+    let rest = &xs[at..];
+    if NUMBERS && (!magnitude.magnitudes_at_most(f32::INFINITY) || rest.iter().any(|x| x.is_nan()))
+    {
+        return None;
     }
     let mut width = LANES;
     while width / 2 >= w.max(FINAL_LANES) {
         width /= 2;
         for k in 0..width / w {
-            acc[k] = pick_v(acc[k], acc[k + width / w]);
+            acc_v[k] = pick_v(acc_v[k], acc_v[k + width / w]);
         }
     }
     let mut lanes = [identity; 16];
-    acc[0].store(lanes.as_mut_ptr());
+    acc_v[0].store(lanes.as_mut_ptr());
     while width > FINAL_LANES {
         width /= 2;
         for i in 0..width {
             lanes[i] = pick(lanes[i], lanes[i + width]);
         }
     }
-    let mut last = [identity; FINAL_LANES];
-    last.copy_from_slice(&lanes[..FINAL_LANES]);
-    (last, at)
+    let total = lanes[..FINAL_LANES].iter().fold(acc, |a, &l| pick(a, l));
+    Some(rest.iter().fold(total, |a, &x| pick(a, x)))
 }
 
 impl<T: Num> Fold<T> for Sum {
@@ -1372,14 +1498,16 @@ mod tests {
             for positive in [true, false] {
                 // Each row holds 2^60 and -2^60 at places that move from row
                 // to row among small values (the order of its adds decides
-                // which small values survive); some rows hold NaNs, others
+                // which small values survive); some rows hold NaNs (in odd
+                // batches of 16 only: the others fold by numbers), others
                 // only signed zeros.
                 let value = |i: usize| -> f32 {
                     let (row, j) = (i / r, i % r);
+                    let nan_rows = row / 16 % 2 == 1;
                     match row % 7 {
-                        3 if j == row / 7 % r => return f32::NAN,
-                        5 if j == row / 7 % r => return other_nan,
-                        5 if j == (row / 7 + 3) % r => return f32::NAN,
+                        3 if nan_rows && j == row / 7 % r => return f32::NAN,
+                        5 if nan_rows && j == row / 7 % r => return other_nan,
+                        5 if nan_rows && j == (row / 7 + 3) % r => return f32::NAN,
                         6 => return if (i * 7919) % 3 == 0 { -0.0 } else { 0.0 },
                         _ => {}
                     }
