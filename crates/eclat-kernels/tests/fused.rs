@@ -875,10 +875,11 @@ fn transposed_sources_match_the_values_computed_here() {
     }
 }
 
-/// A source with one value per row of a short innermost axis (a softmax's row
+/// A source with one value per row of its innermost axis (a softmax's row
 /// maximum, broadcast) in a fused `x - m`, float32 and float64, against values
-/// computed here: rows shorter and longer than a vector, outer axes that wrap
-/// within a piece, and pieces that start and end inside rows.
+/// computed here: rows shorter and longer than a vector, up to and past a
+/// whole piece, outer axes that wrap within a piece, and pieces that start
+/// and end inside rows.
 #[test]
 fn row_broadcast_sources_match_the_values_computed_here() {
     let mut rng = Rng(0xb70a);
@@ -888,6 +889,10 @@ fn row_broadcast_sources_match_the_values_computed_here() {
         [2, 3000, 10],
         [1, 70_001, 15],
         [4, 9, 1],
+        [300, 7, 20],
+        [50, 40, 100],
+        [3, 7, 3001],
+        [2, 3, 10_000],
     ] {
         let [a, b, c] = shape;
         let n = a * b * c;
