@@ -243,25 +243,39 @@ unsafe fn fold_row_batches_f32_avx512(
             _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm512_cvtpd_ps(total[1]));
             continue;
         }
-        let identity = Avx512F32::splat(kind.identity());
-        let column = |j: usize| Avx512F32::load(at.add(16 * j));
-        let total = if no_nan_in::<Avx512F32>(r, |j| at.add(16 * j)) {
-            let pick = |a: Avx512F32, b: Avx512F32| kind.pick_number_lanes(a, b);
-            let step = |a: Avx512F32, j: usize| pick(a, column(j));
-            pick(
-                identity,
-                extreme_in_order(identity, numbers, identity, step, pick),
-            )
-        } else {
-            let pick = |a: Avx512F32, b: Avx512F32| kind.pick_lanes(a, b);
-            let step = |a: Avx512F32, j: usize| pick(a, column(j));
-            pick(
-                identity,
-                extreme_in_order(identity, numbers, identity, step, pick),
-            )
+        let total = match no_nan_in::<Avx512F32>(r, |j| at.add(16 * j)) {
+            true => extreme_of_columns::<true>(at, numbers, kind),
+            false => extreme_of_columns::<false>(at, numbers, kind),
         };
         total.store(out.as_mut_ptr());
     }
+}
+
+/// The maxima or minima of a batch of [`fold_row_batches_f32_avx512`]: the
+/// columns at `at + 16·j` for j in `numbers`, folded as one row folds, by
+/// numbers (`NUMBERS`: no column holds a NaN) or with the NaN-propagating picks.
+///
+/// # Safety
+/// The CPU has AVX-512F; the columns lie inside one allocation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn extreme_of_columns<const NUMBERS: bool>(
+    at: *const f32,
+    numbers: &[usize],
+    kind: RowFold,
+) -> crate::vector::Avx512F32 {
+    use crate::vector::{Avx512F32, Vector};
+    let pick = |a: Avx512F32, b: Avx512F32| match NUMBERS {
+        true => kind.pick_number_lanes(a, b),
+        false => kind.pick_lanes(a, b),
+    };
+    let step = |a: Avx512F32, j: usize| pick(a, Avx512F32::load(at.add(16 * j)));
+    let identity = Avx512F32::splat(kind.identity());
+    pick(
+        identity,
+        extreme_in_order(identity, numbers, identity, step, pick),
+    )
 }
 
 /// Sum, accumulated in `T::Acc` (f64 for floats, wrapping i32 for int32).
@@ -525,6 +539,7 @@ unsafe fn extreme_in_registers<V: crate::vector::Vector<f32>, const MAX: bool>(
     let kind = if MAX { RowFold::Max } else { RowFold::Min };
     match extreme_lanes_f32::<V, true>(acc, xs, kind) {
         Some(total) => total,
+        // Never NaN from `unwrap_or`: only the picks by numbers give up.
         None => extreme_lanes_f32::<V, false>(acc, xs, kind).unwrap_or(f32::NAN),
     }
 }
