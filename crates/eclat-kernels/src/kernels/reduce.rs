@@ -94,6 +94,7 @@ impl RowFold {
 
     /// [`RowFold::pick`] of two numbers (neither NaN): one max or min
     /// instruction on x86, where the NaN-propagating pick takes four.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn pick_numbers(self, a: f32, b: f32) -> f32 {
         // Ties keep `a`, as `max_nan` does (it matters for signed zeros).
