@@ -82,32 +82,30 @@ impl RowFold {
         }
     }
 
-    /// A maximum's or minimum's pick of one of two values.
+    /// A maximum's or minimum's pick of one of two values. `numbers`: neither
+    /// is NaN, so one max or min instruction on x86 picks the same value
+    /// (the NaN-propagating pick takes four).
     #[inline(always)]
-    fn pick(self, a: f32, b: f32) -> f32 {
-        if self == RowFold::Max {
-            max_nan(a, b)
-        } else {
-            min_nan(a, b)
-        }
-    }
-
-    /// [`RowFold::pick`] of two numbers (neither NaN): one max or min
-    /// instruction on x86, where the NaN-propagating pick takes four.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn pick_numbers(self, a: f32, b: f32) -> f32 {
-        // Ties keep `a`, as `max_nan` does (it matters for signed zeros).
-        if self == RowFold::Max {
-            if b > a {
-                b
-            } else {
-                a
+    fn pick(self, numbers: bool, a: f32, b: f32) -> f32 {
+        // Among numbers, ties keep `a`, as `max_nan` does (it matters for
+        // signed zeros).
+        match (self == RowFold::Max, numbers) {
+            (true, false) => max_nan(a, b),
+            (false, false) => min_nan(a, b),
+            (true, true) => {
+                if b > a {
+                    b
+                } else {
+                    a
+                }
             }
-        } else if b < a {
-            b
-        } else {
-            a
+            (false, true) => {
+                if b < a {
+                    b
+                } else {
+                    a
+                }
+            }
         }
     }
 
@@ -117,25 +115,12 @@ impl RowFold {
     /// Called from code compiled with `V`'s features.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn pick_lanes<V: crate::vector::Vector<f32>>(self, a: V, b: V) -> V {
-        if self == RowFold::Max {
-            a.max_nan(b)
-        } else {
-            a.min_nan(b)
-        }
-    }
-
-    /// [`RowFold::pick_numbers`] lane by lane.
-    ///
-    /// # Safety
-    /// Called from code compiled with `V`'s features.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn pick_number_lanes<V: crate::vector::Vector<f32>>(self, a: V, b: V) -> V {
-        if self == RowFold::Max {
-            a.max_nan_by_number(b)
-        } else {
-            a.min_nan_by_number(b)
+    unsafe fn pick_lanes<V: crate::vector::Vector<f32>>(self, numbers: bool, a: V, b: V) -> V {
+        match (self == RowFold::Max, numbers) {
+            (true, false) => a.max_nan(b),
+            (false, false) => a.min_nan(b),
+            (true, true) => a.max_nan_by_number(b),
+            (false, true) => a.min_nan_by_number(b),
         }
     }
 }
@@ -267,10 +252,7 @@ unsafe fn extreme_of_columns<const NUMBERS: bool>(
     kind: RowFold,
 ) -> crate::vector::Avx512F32 {
     use crate::vector::{Avx512F32, Vector};
-    let pick = |a: Avx512F32, b: Avx512F32| match NUMBERS {
-        true => kind.pick_number_lanes(a, b),
-        false => kind.pick_lanes(a, b),
-    };
+    let pick = |a: Avx512F32, b: Avx512F32| kind.pick_lanes(NUMBERS, a, b);
     let step = |a: Avx512F32, j: usize| pick(a, Avx512F32::load(at.add(16 * j)));
     let identity = Avx512F32::splat(kind.identity());
     pick(
@@ -522,7 +504,7 @@ fn extreme_f32_of<const MAX: bool>(acc: f32, xs: &[f32]) -> f32 {
             _ => {}
         }
     }
-    let pick = |a, b| kind.pick(a, b);
+    let pick = |a, b| kind.pick(false, a, b);
     fold_in_lanes(acc, xs, kind.identity(), pick, pick)
 }
 
@@ -549,7 +531,7 @@ unsafe fn extreme_in_registers<V: crate::vector::Vector<f32>, const MAX: bool>(
 /// chunks, chunks of [`FINAL_LANES`] into the first lanes (with identities
 /// above them in a wider register: picking the identity changes nothing),
 /// the halving across registers, then within one, then the last lanes and
-/// the values left in order. `NUMBERS`: picks by [`RowFold::pick_numbers`],
+/// the values left in order. `NUMBERS`: picks among numbers ([`RowFold::pick`]),
 /// and `None` if a value is NaN (the picks would then differ; a NaN `acc`
 /// both keep).
 ///
@@ -565,20 +547,8 @@ unsafe fn extreme_lanes_f32<V: crate::vector::Vector<f32>, const NUMBERS: bool>(
     let (w, p, n) = (V::LANES, xs.as_ptr(), xs.len());
     debug_assert!(w == 8 || w == 16);
     let identity = kind.identity();
-    let pick = |a: f32, b: f32| {
-        if NUMBERS {
-            kind.pick_numbers(a, b)
-        } else {
-            kind.pick(a, b)
-        }
-    };
-    let pick_v = |a: V, b: V| {
-        if NUMBERS {
-            kind.pick_number_lanes(a, b)
-        } else {
-            kind.pick_lanes(a, b)
-        }
-    };
+    let pick = |a: f32, b: f32| kind.pick(NUMBERS, a, b);
+    let pick_v = |a: V, b: V| kind.pick_lanes(NUMBERS, a, b);
     // The largest magnitude loaded (NaN ranks above infinity).
     let mut magnitude = V::splat(0.0);
     let mut load = |at: *const f32| {
