@@ -21,6 +21,7 @@ use super::reduce::{step_columns, Fold, BLOCK};
 use super::tile::{self, TileProgram, MAX_TILE};
 use super::SharedOut;
 use super::Src;
+use super::STREAM_BYTES;
 use crate::dtype::{max_nan, min_nan, Bits, DType, Elem, Num};
 use crate::error::{ErrorKind, KernelError, Result};
 use crate::layout::{collapse, for_each_run, numel, Layout};
@@ -928,11 +929,6 @@ impl Drop for Scratch {
 
 /// Bytes of slots a piece may use: they stay in L1 while every step runs.
 const SLOT_BUDGET: usize = 16 << 10;
-
-/// Outputs of at least this many bytes are written past the caches: they
-/// would not stay in a last-level cache anyway, and a normal store first
-/// reads each line it writes (a third of the traffic of `y = f(x)`).
-const STREAM_BYTES: usize = 32 << 20;
 
 /// Positions per piece on the tile machine.
 const TILE_PIECE: usize = 8192;

@@ -13,6 +13,11 @@ use crate::layout::Layout;
 use crate::pool::chunk_len;
 use rayon::prelude::*;
 
+/// Outputs of at least this many bytes are written past the caches: they
+/// would not stay in a last-level cache anyway, and a normal store first
+/// reads each line it writes (a third of the traffic of `y = f(x)`).
+pub(crate) const STREAM_BYTES: usize = 32 << 20;
+
 /// An input operand: the whole storage and the view of it the op reads.
 #[derive(Clone, Copy)]
 pub struct Src<'a, T> {

@@ -40,8 +40,11 @@ pub trait Fold<T: Copy>: Sync {
     }
     /// Scans a contiguous run forward from `acc` into `out`; returns the final
     /// accumulator. Sums of float32 override it with vector prefix sums.
+    /// `stream`: `out` is part of an output too large for the caches, so it may
+    /// be written with non-temporal stores (the caller fences them).
     #[inline(always)]
-    fn scan_slice(&self, mut acc: Self::Acc, xs: &[T], out: &mut [T]) -> Self::Acc {
+    fn scan_slice(&self, mut acc: Self::Acc, xs: &[T], out: &mut [T], stream: bool) -> Self::Acc {
+        let _ = stream;
         for (o, &x) in out.iter_mut().zip(xs) {
             acc = self.step(acc, x);
             *o = self.finish(acc);
@@ -636,14 +639,14 @@ impl<T: Num> Fold<T> for Sum {
         T::DTYPE == crate::DType::F32
     }
     #[inline(always)]
-    fn scan_slice(&self, mut acc: T::Acc, xs: &[T], out: &mut [T]) -> T::Acc {
+    fn scan_slice(&self, mut acc: T::Acc, xs: &[T], out: &mut [T], stream: bool) -> T::Acc {
         if T::DTYPE == crate::DType::F32 {
             // SAFETY: T is f32, whose accumulator is f64.
             unsafe {
                 let xs = std::slice::from_raw_parts(xs.as_ptr() as *const f32, xs.len());
                 let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
                 let acc: f64 = std::mem::transmute_copy(&acc);
-                let total = prefix_sum_f32(acc, xs, out);
+                let total = prefix_sum_f32(acc, xs, out, stream);
                 return std::mem::transmute_copy(&total);
             }
         }
@@ -659,12 +662,14 @@ impl<T: Num> Fold<T> for Sum {
 /// float64, in a fixed order every SIMD level follows (so every level gives the
 /// same bits): each group of 8 values is summed in three shift-and-add steps,
 /// so the only chain between groups is adding the running total, instead of
-/// one dependent add per element. Returns the final total.
-pub fn prefix_sum_f32(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+/// one dependent add per element. Returns the final total. `stream`: write
+/// `out` with non-temporal stores where the level has them (AVX-512); the
+/// caller must [`crate::simd::store_fence`] before others read `out`.
+pub fn prefix_sum_f32(acc: f64, xs: &[f32], out: &mut [f32], stream: bool) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() == crate::simd::Level::Avx512 {
         // SAFETY: `level` only reports AVX-512 when this CPU runs it.
-        return unsafe { prefix_sum_f32_avx512(acc, xs, out) };
+        return unsafe { prefix_sum_f32_avx512(acc, xs, out, stream) };
     }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() == crate::simd::Level::Avx2 {
@@ -767,13 +772,21 @@ unsafe fn prefix_sum_f32_avx2(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
 
 /// [`prefix_sum_f32`] with AVX-512 registers of 8 float64.
 ///
+/// With `stream`, each 16 results are written as one non-temporal store to a
+/// 64-byte-aligned place: the `head` results that precede `out`'s first
+/// aligned position go out with a masked ordinary store, and every later
+/// aligned line is the previous 16 results' last `16 - head` joined to this
+/// 16's first `head` (one permute), so the order of the sums, and their bits,
+/// do not depend on where `out` lies.
+///
 /// # Safety
 /// The CPU must run AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn prefix_sum_f32_avx512(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+unsafe fn prefix_sum_f32_avx512(acc: f64, xs: &[f32], out: &mut [f32], stream: bool) -> f64 {
     use std::arch::x86_64::*;
     let n = xs.len().min(out.len());
+    let dst = out.as_mut_ptr();
     // Lane i takes lane i-1, i-2, i-4 (lanes below zero are masked to 0).
     let by1 = _mm512_set_epi64(6, 5, 4, 3, 2, 1, 0, 0);
     let by2 = _mm512_set_epi64(5, 4, 3, 2, 1, 0, 0, 0);
@@ -784,6 +797,16 @@ unsafe fn prefix_sum_f32_avx512(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         let x = _mm512_add_pd(x, _mm512_maskz_permutexvar_pd(0xFC, by2, x));
         _mm512_add_pd(x, _mm512_maskz_permutexvar_pd(0xF0, by4, x))
     };
+    // Results before the first 64-byte-aligned position of `out`.
+    let head = (dst.align_offset(64) as u32).min(16);
+    let stream = stream && n >= 32 && head < 16;
+    let head_mask: __mmask16 = ((1u32 << head) - 1) as u16;
+    // Lanes head..16 of `previous`, then lanes 0..head of `current`.
+    let join = _mm512_add_epi32(
+        _mm512_set1_epi32(head as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    let mut previous = _mm512_setzero_ps();
     let mut total = _mm512_set1_pd(acc);
     let mut i = 0;
     while i + 16 <= n {
@@ -791,13 +814,42 @@ unsafe fn prefix_sum_f32_avx512(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
         let b = prefix(_mm512_cvtps_pd(_mm256_loadu_ps(xs.as_ptr().add(i + 8))));
         let b = _mm512_add_pd(b, _mm512_permutexvar_pd(last, a));
         let (a, b) = (_mm512_add_pd(total, a), _mm512_add_pd(total, b));
-        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm512_cvtpd_ps(a));
-        _mm256_storeu_ps(out.as_mut_ptr().add(i + 8), _mm512_cvtpd_ps(b));
         total = _mm512_permutexvar_pd(last, b);
+        let (a, b) = (_mm512_cvtpd_ps(a), _mm512_cvtpd_ps(b));
+        if stream {
+            let current = join_halves(a, b);
+            if i == 0 {
+                _mm512_mask_storeu_ps(dst, head_mask, current);
+            } else {
+                let line = _mm512_permutex2var_ps(previous, join, current);
+                _mm512_stream_ps(dst.add(i + head as usize - 16), line);
+            }
+            previous = current;
+        } else {
+            _mm256_storeu_ps(dst.add(i), a);
+            _mm256_storeu_ps(dst.add(i + 8), b);
+        }
         i += 16;
+    }
+    if stream {
+        // The last 16's lanes head..16, in place.
+        _mm512_mask_storeu_ps(dst.add(i - 16), !head_mask, previous);
     }
     let acc = _mm512_cvtsd_f64(total);
     serial_prefix(acc, &xs[i..n], &mut out[i..n])
+}
+
+/// `lo` in lanes 0..8 and `hi` in lanes 8..16 (AVX-512F has no 256-bit
+/// insert of float32 lanes; this is one shuffle of 128-bit quarters).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn join_halves(
+    lo: std::arch::x86_64::__m256,
+    hi: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    _mm512_shuffle_f32x4::<0b01_00_01_00>(_mm512_castps256_ps512(lo), _mm512_castps256_ps512(hi))
 }
 
 impl<T: Num> Fold<T> for Prod {
@@ -1559,11 +1611,15 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             use crate::simd::Level;
+            /// Ordinary stores (the streamed ones are the next test's).
+            unsafe fn stored_avx512(acc: f64, xs: &[f32], out: &mut [f32]) -> f64 {
+                prefix_sum_f32_avx512(acc, xs, out, false)
+            }
             let levels = crate::simd::supported();
             for (level, f) in [
                 (
                     Level::Avx512,
-                    prefix_sum_f32_avx512 as unsafe fn(f64, &[f32], &mut [f32]) -> f64,
+                    stored_avx512 as unsafe fn(f64, &[f32], &mut [f32]) -> f64,
                 ),
                 (Level::Avx2, prefix_sum_f32_avx2),
             ] {
@@ -1580,6 +1636,41 @@ mod tests {
                         lanes[k].to_bits(),
                         "{level:?} element {k}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_prefix_sums_give_the_same_bits_wherever_the_output_lies() {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::supported().contains(&crate::simd::Level::Avx512) {
+            for n in [0, 15, 16, 17, 31, 32, 33, 47, 48, 1000, 4099] {
+                let xs: Vec<f32> = (0..n)
+                    .map(|i| (((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as f32) * 1e-3)
+                    .collect();
+                let mut plain = vec![0f32; n];
+                let total = prefix_sum_f32_lanes(-1.5, &xs, &mut plain);
+                // Every place of the output relative to a 64-byte line, with a
+                // guard value on either side that must survive.
+                let mut buffer = vec![0f32; n + 64];
+                for shift in 0..16 {
+                    let start = buffer.as_ptr().align_offset(64) + 16 + shift;
+                    buffer.fill(7.25);
+                    let out = &mut buffer[start..start + n];
+                    // SAFETY: the CPU has AVX-512 (checked above).
+                    let t = unsafe { prefix_sum_f32_avx512(-1.5, &xs, out, true) };
+                    crate::simd::store_fence();
+                    assert_eq!(t.to_bits(), total.to_bits(), "n {n} shift {shift}");
+                    for k in 0..n {
+                        assert_eq!(
+                            out[k].to_bits(),
+                            plain[k].to_bits(),
+                            "n {n} shift {shift} element {k}"
+                        );
+                    }
+                    assert_eq!(buffer[start - 1], 7.25, "n {n} shift {shift}: before");
+                    assert_eq!(buffer[start + n], 7.25, "n {n} shift {shift}: after");
                 }
             }
         }
