@@ -25,6 +25,16 @@ describe('the scheduler fuses', () => {
     }
   })
 
+  it('a subtracted row maximum negated where it is read: softmax is a maximum, one kernel for exp(x - m), a sum and a scaling', () => {
+    const x = rand([64, 100])
+    const ks = work(explainRealize([x.softmax(1)]))
+    expect(ks.filter((k) => k.fused.length === 1 && k.fused[0] === 'neg')).toHaveLength(0)
+    expect(ks.find((k) => k.fused.includes('exp2'))).toMatchObject({ fused: ['neg', 'add', 'mul', 'exp2'], reads: 3 }) // x, m, log2(e)
+    expect(ks).toHaveLength(5) // max, exp(x - m), sum, 1 / sum, the product
+    expectBackendsAgree(x.softmax(1), 1e-6, 'softmax')
+    expectBackendsAgree(x.sub(x.mean(0)), 0, 'a column mean subtracted')
+  })
+
   it('broadcast operands and views of realized data as reads of the same kernel', () => {
     const x = rand([8, 16])
     const b = rand([16])

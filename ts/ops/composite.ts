@@ -4,7 +4,7 @@
  */
 import { isFloat, promote, scalarDType } from '../dtype.js'
 import { ShapeError, fmtShape } from '../errors.js'
-import { normalizeAxes, normalizeAxis } from '../graph/shape.js'
+import { broadcastShapes, normalizeAxes, normalizeAxis } from '../graph/shape.js'
 import { arange } from '../creation.js'
 import { scalarTensor, Tensor, where, type TensorLike } from '../tensor.js'
 
@@ -22,7 +22,12 @@ function toFloat(x: Tensor): Tensor {
 }
 
 export function sub(a: Tensor, b: TensorLike): Tensor {
-  return typeof b === 'number' ? a.add(-b) : a.add(asTensor(b, a).neg())
+  if (typeof b === 'number') return a.add(-b)
+  const bt = asTensor(b, a)
+  // Negated where it is read: a broadcast view is a kernel boundary, so a row
+  // maximum negated before its broadcast (softmax's x - max) was a kernel of its own.
+  const shape = broadcastShapes('sub', a.shape, bt.shape, () => ` (dtypes ${a.dtype}, ${bt.dtype})`)
+  return a.add(bt.broadcastTo(shape).neg())
 }
 
 export function div(a: Tensor, b: TensorLike): Tensor {

@@ -235,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn long_line_two_pass_matches_serial() {
+    fn long_line_in_chained_blocks_matches_serial() {
         let n = 300_007;
         let data: Vec<f64> = (0..n).map(|i| (i % 13) as f64).collect();
         let l = Layout::contiguous(&[n]);
