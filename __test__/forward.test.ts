@@ -196,6 +196,21 @@ describe('long rows and lines (parallel paths)', () => {
       }
     })
   }
+  it('cumsum over a line too long for one thread: strided, reversed, and streamed past the caches', () => {
+    const x = makeInput([400_006], 'float32', domainFor('float32', 'any'), 'contiguous', 7)
+    const every2 = x.slice([[1, null, 2]]) // a strided line of 200,003
+    expectBackendsAgree(every2.cumsum(0), 1e-5, 'cumsum of a strided line')
+    expectBackendsAgree(every2.cummax(0, { reverse: true }), 0, 'reverse cummax of a strided line')
+    // 36 MB of float32 output: the blocks are written with non-temporal stores.
+    const n = 9_000_011
+    const big = tensor(Float32Array.from({ length: n }, (_, i) => ((i * 7919) % 1000) / 64 - 7))
+    const got = big.cumsum(0).dataSync() as Float32Array
+    let acc = 0
+    for (let i = 0; i < n; i++) {
+      acc += ((i * 7919) % 1000) / 64 - 7 // multiples of 1/64 below 2^40: exact
+      if (got[i] !== Math.fround(acc)) throw new Error(`element ${i}: ${got[i]} vs ${Math.fround(acc)}`)
+    }
+  })
 })
 
 describe('gather and scatter: native against reference', () => {
