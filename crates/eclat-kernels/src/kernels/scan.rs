@@ -12,7 +12,7 @@ use crate::layout::{collapse, contiguous_strides, for_each_run, numel};
 use crate::pool::{num_threads, PARALLEL_THRESHOLD};
 use crate::simd;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Scans `src` along `axis` into the contiguous `out` (same shape).
@@ -161,7 +161,9 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(
 ///
 /// No wait can deadlock: blocks are claimed in order, and the block a thread
 /// waits for was claimed by a thread that is running it and waits, in turn,
-/// only for blocks claimed before.
+/// only for blocks claimed before. A block that panics (an index out of
+/// range) marks the chain failed, so the threads waiting on it panic too
+/// rather than wait forever, and the first panic reaches the caller.
 fn chained_blocks<T, F: Fold<T>>(
     len: usize,
     fold: &F,
@@ -173,10 +175,12 @@ fn chained_blocks<T, F: Fold<T>>(
     let blocks = len.div_ceil(BLOCK);
     let ends: Vec<OnceLock<F::Acc>> = (0..blocks).map(|_| OnceLock::new()).collect();
     let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     let range = |b: usize| (b * BLOCK, ((b + 1) * BLOCK).min(len));
     (0..num_threads().min(blocks))
         .into_par_iter()
         .for_each(|_| loop {
+            let _failing = FailOnPanic(&failed);
             let b = next.fetch_add(1, Ordering::Relaxed);
             if b >= blocks {
                 break;
@@ -186,7 +190,7 @@ fn chained_blocks<T, F: Fold<T>>(
             let before = if b == 0 {
                 fold.init()
             } else {
-                wait_for(&ends[b - 1])
+                wait_for(&ends[b - 1], &failed)
             };
             // Each slot is set once, by the thread that claimed its block.
             let _ = ends[b].set(fold.merge(before, block_total));
@@ -194,14 +198,29 @@ fn chained_blocks<T, F: Fold<T>>(
         });
 }
 
+/// Sets its flag when dropped by a panic.
+struct FailOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// The value of `slot` once another thread has set it: spins briefly (the
 /// block before is usually a few microseconds from done), then yields the CPU
-/// so that a descheduled predecessor can run.
-fn wait_for<A: Copy>(slot: &OnceLock<A>) -> A {
+/// so that a descheduled predecessor can run. Panics if `failed` is set (the
+/// slot's block panicked and never will set it).
+fn wait_for<A: Copy>(slot: &OnceLock<A>, failed: &AtomicBool) -> A {
     let mut spins = 0u32;
     loop {
         if let Some(&v) = slot.get() {
             return v;
+        }
+        if failed.load(Ordering::Acquire) {
+            panic!("scan: a block before this one failed");
         }
         spins += 1;
         if spins < 1024 {
@@ -304,6 +323,58 @@ mod tests {
                     out[k], expected[k]
                 );
             }
+        }
+    }
+
+    /// A sum that panics on NaN, as a kernel does on an index out of range.
+    struct PanicsOnNan;
+
+    impl Fold<f64> for PanicsOnNan {
+        type Acc = f64;
+        fn init(&self) -> f64 {
+            0.0
+        }
+        fn step(&self, acc: f64, x: f64) -> f64 {
+            assert!(!x.is_nan(), "NaN in the line");
+            acc + x
+        }
+        fn merge(&self, a: f64, b: f64) -> f64 {
+            a + b
+        }
+        fn finish(&self, acc: f64) -> f64 {
+            acc
+        }
+    }
+
+    #[test]
+    fn a_panic_in_one_block_of_a_long_line_reaches_the_caller() {
+        // The NaN sits in a middle block: the threads waiting on it must give
+        // up rather than spin forever.
+        let n = 20 * BLOCK + 7;
+        let mut data = vec![1.0f64; n];
+        data[7 * BLOCK + 3] = f64::NAN;
+        let l = Layout::contiguous(&[n]);
+        for threads in [1, 2, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0.0; n];
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| {
+                    scan(
+                        &mut out,
+                        Src {
+                            data: &data,
+                            layout: &l,
+                        },
+                        0,
+                        false,
+                        &PanicsOnNan,
+                    )
+                })
+            }));
+            assert!(result.is_err(), "{threads} threads");
         }
     }
 
