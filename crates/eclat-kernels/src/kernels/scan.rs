@@ -236,6 +236,18 @@ mod tests {
     use super::*;
     use crate::layout::Layout;
 
+    /// [`scan`] of `data` viewed as `layout`.
+    fn scan_of<T: Copy + Send + Sync, F: Fold<T>>(
+        out: &mut [T],
+        data: &[T],
+        layout: &Layout,
+        axis: usize,
+        reverse: bool,
+        fold: &F,
+    ) {
+        scan(out, Src { data, layout }, axis, reverse, fold)
+    }
+
     #[test]
     fn scans_both_axes_and_directions() {
         let data: Vec<f64> = (1..=6).map(|x| x as f64).collect();
@@ -260,16 +272,7 @@ mod tests {
         let l = Layout::contiguous(&[n]);
         for reverse in [false, true] {
             let mut out = vec![0.0; n];
-            scan(
-                &mut out,
-                Src {
-                    data: &data,
-                    layout: &l,
-                },
-                0,
-                reverse,
-                &Sum,
-            );
+            scan_of(&mut out, &data, &l, 0, reverse, &Sum);
             let mut acc = 0.0;
             for k in 0..n {
                 let i = if reverse { n - 1 - k } else { k };
@@ -305,18 +308,7 @@ mod tests {
                 .unwrap();
             let out = &mut buffer[start..start + n];
             out.fill(f32::NAN);
-            pool.install(|| {
-                scan(
-                    out,
-                    Src {
-                        data: &data,
-                        layout: &l,
-                    },
-                    0,
-                    false,
-                    &Sum,
-                )
-            });
+            pool.install(|| scan_of(out, &data, &l, 0, false, &Sum));
             if let Some(k) = (0..n).find(|&k| out[k].to_bits() != expected[k].to_bits()) {
                 panic!(
                     "{threads} threads: element {k}: {} vs {}",
@@ -361,18 +353,7 @@ mod tests {
                 .unwrap();
             let mut out = vec![0.0; n];
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                pool.install(|| {
-                    scan(
-                        &mut out,
-                        Src {
-                            data: &data,
-                            layout: &l,
-                        },
-                        0,
-                        false,
-                        &PanicsOnNan,
-                    )
-                })
+                pool.install(|| scan_of(&mut out, &data, &l, 0, false, &PanicsOnNan))
             }));
             assert!(result.is_err(), "{threads} threads");
         }
@@ -380,7 +361,7 @@ mod tests {
 
     #[test]
     fn float32_sums_match_a_serial_float64_scan() {
-        // Lengths around the 16-wide vector step and the two-pass threshold;
+        // Lengths around the 16-wide vector step and the chained-blocks threshold;
         // rows of both the one-line and many-line paths.
         for (rows, len) in [
             (1, 1),
@@ -397,16 +378,7 @@ mod tests {
                 .collect();
             let l = Layout::contiguous(&[rows, len]);
             let mut out = vec![0f32; n];
-            scan(
-                &mut out,
-                Src {
-                    data: &data,
-                    layout: &l,
-                },
-                1,
-                false,
-                &Sum,
-            );
+            scan_of(&mut out, &data, &l, 1, false, &Sum);
             for r in 0..rows {
                 let mut acc = 0f64;
                 for k in 0..len {
