@@ -1594,6 +1594,14 @@ mod tests {
         }
     }
 
+    /// Asserts `got` and `want` hold the same float32 bits, element by element.
+    fn assert_same_bits(got: &[f32], want: &[f32], label: &str) {
+        assert_eq!(got.len(), want.len(), "{label}");
+        for (k, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{label} element {k}");
+        }
+    }
+
     #[test]
     fn prefix_sums_give_the_same_bits_at_every_level() {
         let n = 10_007;
@@ -1630,13 +1638,7 @@ mod tests {
                 // SAFETY: the CPU has this level.
                 let t = unsafe { f(0.25, &xs, &mut vector) };
                 assert_eq!(t.to_bits(), total.to_bits(), "{level:?}");
-                for k in 0..n {
-                    assert_eq!(
-                        vector[k].to_bits(),
-                        lanes[k].to_bits(),
-                        "{level:?} element {k}"
-                    );
-                }
+                assert_same_bits(&vector, &lanes, &format!("{level:?}"));
             }
         }
     }
@@ -1662,13 +1664,7 @@ mod tests {
                     let t = unsafe { prefix_sum_f32_avx512(-1.5, &xs, out, true) };
                     crate::simd::store_fence();
                     assert_eq!(t.to_bits(), total.to_bits(), "n {n} shift {shift}");
-                    for k in 0..n {
-                        assert_eq!(
-                            out[k].to_bits(),
-                            plain[k].to_bits(),
-                            "n {n} shift {shift} element {k}"
-                        );
-                    }
+                    assert_same_bits(out, &plain, &format!("n {n} shift {shift}"));
                     assert_eq!(buffer[start - 1], 7.25, "n {n} shift {shift}: before");
                     assert_eq!(buffer[start + n], 7.25, "n {n} shift {shift}: after");
                 }

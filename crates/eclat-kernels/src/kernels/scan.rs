@@ -36,10 +36,7 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(
     let (oshape, strides) = collapse(&outer_shape, [&in_outer, &out_outer]);
     let (s_in, s_out) = (src.layout.strides[axis], out_strides[axis]);
     let n_lines = numel(&outer_shape);
-    // Only blocks of long lines are streamed: lines scanned whole from memory
-    // measured 5-20% slower with non-temporal stores (16M float32 as 4096
-    // lines), while a long line's blocks, rescanned from cache, run 12% faster.
-    let stream = std::mem::size_of_val(out) >= STREAM_BYTES;
+    let out_bytes = std::mem::size_of_val(out);
     let shared = SharedOut::new(out);
     // Element `i` of a line in scan order (from the end when reversed).
     let at = |i: usize| {
@@ -83,6 +80,11 @@ pub fn scan<T: Copy + Send + Sync, F: Fold<T>>(
     };
 
     if n_lines < num_threads() && len >= 2 * PARALLEL_THRESHOLD {
+        // Only blocks of long lines are streamed: lines scanned whole from
+        // memory measured 5-20% slower with non-temporal stores (16M float32
+        // as 4096 lines), while a long line's blocks, rescanned from cache,
+        // run 12% faster.
+        let stream = out_bytes >= STREAM_BYTES;
         for (bi, bo) in line_bases(0, n_lines) {
             let total = |start: usize, end: usize| {
                 if !reverse && s_in == 1 {
